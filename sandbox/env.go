@@ -1,0 +1,160 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jibril-rt/jibril/recipes/policy"
+	"github.com/jibril-rt/jibril/store"
+)
+
+// Clock is the time a reaction sees.
+type Clock interface{ Now() time.Time }
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns the current time.
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// FixedClock always answers the same instant (deterministic tests).
+type FixedClock time.Time
+
+// Now returns the fixed instant.
+func (c FixedClock) Now() time.Time { return time.Time(c) }
+
+// Auditor keeps the tamper-evident trail of effects, denials and refusals.
+type Auditor interface {
+	AppendAudit(ctx context.Context, e store.AuditEntry) (store.AuditEntry, error)
+}
+
+// Env is what a recipe's reactions run against: its policy, the effective mode, the world the
+// helpers act on, and the sources of time and randomness. One Env serves many invocations.
+type Env struct {
+	Policy     *policy.Policy
+	Mode       policy.Mode // effective mode; "" = the policy's
+	World      World
+	Clock      Clock
+	Seed       *uint64 // Math.random seed per invocation; nil = from the OS
+	Audit      Auditor // nil = no audit trail
+	Breaker    *policy.Breaker
+	AllowPower bool // the daemon's allow_power
+	Log        *slog.Logger
+
+}
+
+func (e *Env) mode() policy.Mode {
+	if e.Mode != "" {
+		return e.Mode
+	}
+	if e.Policy != nil && e.Policy.Mode != "" {
+		return e.Policy.Mode
+	}
+	return policy.ModeEnforce
+}
+
+func (e *Env) clock() Clock {
+	if e.Clock == nil {
+		return SystemClock{}
+	}
+	return e.Clock
+}
+
+func (e *Env) logger() *slog.Logger {
+	if e.Log != nil {
+		return e.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// invocation is the state of one process(data) call.
+type invocation struct {
+	ctx        context.Context
+	env        *Env
+	p          *Program
+	t          *Transcript
+	uuid       string
+	event      []byte
+	ev         *eventView
+	evErr      error
+	errno      string
+	calls      int
+	overBudget bool
+	rnd        *rand.Rand
+}
+
+func newInvocation(ctx context.Context, env *Env, p *Program, t *Transcript, uuid string, event []byte) *invocation {
+	inv := &invocation{ctx: ctx, env: env, p: p, t: t, uuid: uuid, event: event}
+	if env.Seed != nil {
+		inv.rnd = rand.New(rand.NewPCG(*env.Seed, *env.Seed^0x9e3779b97f4a7c15))
+	} else {
+		inv.rnd = newRand()
+	}
+	return inv
+}
+
+// eventView is the part of the event the helpers need to pick their targets.
+type eventView struct {
+	Process struct {
+		PID  int `json:"pid"`
+		PPID int `json:"ppid"`
+	} `json:"process"`
+	Flow struct {
+		Remote struct {
+			Address string   `json:"address"`
+			Name    string   `json:"name"`
+			Names   []string `json:"names"`
+		} `json:"remote"`
+	} `json:"flow"`
+	Background struct {
+		Ancestry []struct {
+			PID int `json:"pid"`
+		} `json:"ancestry"`
+		Flows struct {
+			Protocols []struct {
+				Pairs []struct {
+					Nodes struct {
+						Remote struct {
+							Address string   `json:"address"`
+							Name    string   `json:"name"`
+							Names   []string `json:"names"`
+						} `json:"remote"`
+					} `json:"nodes"`
+				} `json:"pairs"`
+			} `json:"protocols"`
+		} `json:"flows"`
+	} `json:"background"`
+}
+
+func (inv *invocation) view() (*eventView, error) {
+	if inv.ev == nil && inv.evErr == nil {
+		v := &eventView{}
+		if err := json.Unmarshal(inv.event, v); err != nil {
+			inv.evErr = fmt.Errorf("event: %w", err)
+		} else {
+			inv.ev = v
+		}
+	}
+	return inv.ev, inv.evErr
+}
+
+// audit writes one row; a failing audit is logged, never silently dropped.
+func (inv *invocation) audit(helper string, args []string, result any, errno, outcome string) {
+	if inv.env.Audit == nil {
+		return
+	}
+	a, _ := json.Marshal(args)
+	r, _ := json.Marshal(result)
+	_, err := inv.env.Audit.AppendAudit(inv.ctx, store.AuditEntry{
+		Time: time.Now().UTC(), Recipe: inv.p.r.Recipe, Reaction: inv.p.r.Index, EventUUID: inv.uuid,
+		Helper: helper, Args: string(a), Result: string(r), Errno: errno, Outcome: outcome,
+		Mode: string(inv.env.mode()),
+	})
+	if err != nil {
+		inv.env.logger().Error("audit write failed", "recipe", inv.p.r.Recipe, "helper", helper, "err", err)
+	}
+}

@@ -1,0 +1,108 @@
+package sandbox
+
+// prelude runs once in every template instance, before the snapshot. It receives the native
+// helper functions, wraps each in a JS function that coerces its arguments, and then locks the
+// realm down: intrinsics are frozen and the global object is sealed, so nothing one invocation
+// does can be seen by the next (what must persist goes through the data store).
+//
+// Argument coercion happens here, in JS, so that a hostile toString or toJSON runs before the
+// host is entered and never re-enters it: the host only ever receives strings.
+const prelude = `(function (natives, table, kind, name) {
+  "use strict";
+  var g = globalThis;
+  var str = function (v) {
+    if (typeof v === "string") return v;
+    if (v !== null && typeof v === "object") { var j = JSON.stringify(v); return j === undefined ? "" : j; }
+    return String(v);
+  };
+  var NativeError = g.Error;
+  var wrap = function (h, ret, fname) {
+    var f = function () {
+      // Jibril's Error(msg) logs, yet reactions still need "new Error(...)" and instanceof.
+      if (fname === "Error" && new.target !== undefined) return Reflect.construct(NativeError, arguments, new.target);
+      var n = arguments.length;
+      while (n > 0 && arguments[n - 1] === undefined) n--;
+      var r;
+      switch (n) {
+        case 0: r = h(); break;
+        case 1: r = h(str(arguments[0])); break;
+        case 2: r = h(str(arguments[0]), str(arguments[1])); break;
+        default: r = h(str(arguments[0]), str(arguments[1]), str(arguments[2])); break;
+      }
+      if (ret === "json") return r === null || r === undefined ? null : JSON.parse(r);
+      return r;
+    };
+    Object.defineProperty(f, "name", { value: fname });
+    if (fname === "Error") {
+      f.prototype = NativeError.prototype;
+      Object.setPrototypeOf(f, NativeError);
+    }
+    return f;
+  };
+  for (var i = 0; i < table.length; i++) {
+    var t = table[i];
+    Object.defineProperty(g, t[0], { value: wrap(natives[i], t[1], t[0]), enumerable: false, writable: false, configurable: false });
+  }
+  Math.random = natives[table.length];
+  Object.defineProperty(g, "kind", { value: kind, enumerable: true, writable: false, configurable: false });
+  Object.defineProperty(g, "name", { value: name, enumerable: true, writable: false, configurable: false });
+  Object.defineProperty(g, "uuid", { value: "", enumerable: true, writable: true, configurable: false });
+  Object.defineProperty(g, "data", { value: null, enumerable: true, writable: true, configurable: false });
+  // Freeze every object reachable from the global object (intrinsics, prototypes, helpers).
+  var seen = new Set();
+  var stack = [g];
+  while (stack.length) {
+    var o = stack.pop();
+    if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o)) continue;
+    seen.add(o);
+    var keys = Reflect.ownKeys(o);
+    for (var k = 0; k < keys.length; k++) {
+      var d = Reflect.getOwnPropertyDescriptor(o, keys[k]);
+      if (!d) continue;
+      if ("value" in d) stack.push(d.value);
+      if (d.get) stack.push(d.get);
+      if (d.set) stack.push(d.set);
+    }
+    stack.push(Object.getPrototypeOf(o));
+    if (o !== g) Object.freeze(o);
+  }
+  var own = Reflect.ownKeys(g);
+  for (var m = 0; m < own.length; m++) {
+    var key = own[m];
+    if (key === "data" || key === "uuid") continue;
+    var desc = Reflect.getOwnPropertyDescriptor(g, key);
+    if (desc.configurable || desc.writable) {
+      if ("value" in desc) desc.writable = false;
+      desc.configurable = false;
+      Object.defineProperty(g, key, desc);
+    }
+  }
+  Object.preventExtensions(g);
+})`
+
+// factory wraps the reaction so that evaluating it yields a function returning a fresh
+// process function: the reaction's top-level declarations are re-created on every invocation.
+// The reaction keeps its own strictness (sloppy unless it says "use strict") and its line numbers.
+func factory(source string) string {
+	return "(function () {" + source + "\n;return typeof process === \"function\" ? process : undefined;\n})"
+}
+
+// runnerMaker turns a factory into the function the host calls once per event.
+const runnerMaker = `(function (factory) {
+  "use strict";
+  var g = globalThis;
+  return function (u, json) {
+    if (json === undefined) return typeof factory() === "function"; // load-time probe
+    g.uuid = u;
+    var d = JSON.parse(json);
+    g.data = d;
+    try {
+      var p = factory();
+      if (typeof p !== "function") throw new TypeError("the reaction defines no process(data) function");
+      p(d);
+    } finally {
+      g.data = null;
+      g.uuid = "";
+    }
+  };
+})`
