@@ -44,14 +44,14 @@ type Instance struct {
 	stack [][]uint64
 	depth int
 
-	funcs     []HostFunc
+	funcs []HostFunc
 	// User is the embedder's per-instance state (host functions reach it through in).
-	User any
-	deadline  time.Time
-	timedOut  bool
-	stop      bool // set by the host to interrupt the running JS
-	oom       bool
-	broken    error
+	User     any
+	deadline time.Time
+	timedOut bool
+	stop     bool // set by the host to interrupt the running JS
+	oom      bool
+	broken   error
 }
 
 // Exports we call, in a fixed order.

@@ -44,7 +44,6 @@ type Env struct {
 	Breaker    *policy.Breaker
 	AllowPower bool // the daemon's allow_power
 	Log        *slog.Logger
-
 }
 
 func (e *Env) mode() policy.Mode {
