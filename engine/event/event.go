@@ -1,0 +1,463 @@
+// Package event is the detection event handed to printers and reactions (SPEC §3, Jibril v2.4
+// compatible). JSON field order follows struct order, so JSON output is stable. Every array is
+// written as [] when empty, never null, and process and background.ancestry are always
+// present. "base" is written as an alias of "background" (Jibril's documentation reads
+// data.base.background).
+//
+// Conventions: timestamps are strings in RFC 3339 with nine fraction digits in UTC (Stamp);
+// process.cmd is the full command line (argv joined by spaces), process.args the arguments
+// after argv[0] joined by spaces, process.argv the array; background.ancestry goes from the
+// oldest ancestor to the triggering process, which is last.
+package event
+
+import (
+	"encoding/json"
+	"path"
+	"strings"
+	"time"
+)
+
+// Event types.
+const (
+	TypeFileAccess  = "file_access"
+	TypeExecution   = "execution"
+	TypeNetworkPeer = "network_peer"
+)
+
+// StampLayout is RFC 3339 with nanoseconds, fixed width.
+const StampLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Stamp formats t for the event (UTC, nine fraction digits); the zero time gives "".
+func Stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(StampLayout)
+}
+
+// ParseStamp reads a timestamp written by Stamp (any RFC 3339 form is accepted).
+func ParseStamp(s string) (time.Time, error) {
+	return time.Parse(time.RFC3339Nano, s)
+}
+
+// Event is one detection.
+type Event struct {
+	UUID       string     `json:"uuid"`
+	Timestamp  string     `json:"timestamp"`
+	EventType  string     `json:"event_type"`
+	Note       string     `json:"note"`
+	Metadata   Metadata   `json:"metadata"`
+	Process    Process    `json:"process"`
+	File       *File      `json:"file,omitempty"`
+	Flow       *Flow      `json:"flow,omitempty"`
+	Background Background `json:"background"`
+	Scenario   []Scenario `json:"scenario"`
+}
+
+// Metadata describes the recipe that produced the event.
+type Metadata struct {
+	Kind          string `json:"kind"`
+	Name          string `json:"name"`
+	Format        string `json:"format"`
+	Version       string `json:"version"`
+	Description   string `json:"description"`
+	Documentation string `json:"documentation"`
+	Importance    string `json:"importance"`
+	Tactic        string `json:"tactic"`
+	Technique     string `json:"technique"`
+	Subtechnique  string `json:"subtechnique"`
+}
+
+// Process is the triggering process.
+type Process struct {
+	Start       string   `json:"start"`
+	Exit        string   `json:"exit"`
+	Retcode     int      `json:"retcode"`
+	UID         uint32   `json:"uid"`
+	GID         uint32   `json:"gid"`
+	PID         int32    `json:"pid"`
+	PPID        int32    `json:"ppid"`
+	Comm        string   `json:"comm"`
+	Cmd         string   `json:"cmd"`
+	Exe         string   `json:"exe"`
+	Args        string   `json:"args"`
+	Argv        []string `json:"argv"`
+	Envs        string   `json:"envs"`
+	Loader      string   `json:"loader"`
+	PrevExe     string   `json:"prev_exe"`
+	PrevArgs    string   `json:"prev_args"`
+	Cgroup      string   `json:"cgroup"`
+	ContainerID string   `json:"container_id"`
+}
+
+// SetArgv sets argv and derives cmd and args from it.
+func (p *Process) SetArgv(argv []string) {
+	p.Argv = append([]string(nil), argv...)
+	p.Cmd = strings.Join(argv, " ")
+	if len(argv) > 1 {
+		p.Args = strings.Join(argv[1:], " ")
+	} else {
+		p.Args = ""
+	}
+}
+
+// File is the file an event is about. Actions and the booleans always agree when built with
+// SetActions or read with Decode.
+type File struct {
+	File     string   `json:"file"`
+	Dir      string   `json:"dir"`
+	Basename string   `json:"basename"`
+	Actions  []string `json:"actions"`
+	Fasync   bool     `json:"fasync"`
+	Flock    bool     `json:"flock"`
+	Fsync    bool     `json:"fsync"`
+	Llseek   bool     `json:"llseek"`
+	Mmap     bool     `json:"mmap"`
+	Open     bool     `json:"open"`
+	Read     bool     `json:"read"`
+	Write    bool     `json:"write"`
+	Rename   bool     `json:"rename"`
+	Truncate bool     `json:"truncate"`
+	Unlink   bool     `json:"unlink"`
+	Create   bool     `json:"create"`
+	Close    bool     `json:"close"`
+	Link     bool     `json:"link"`
+	Execve   bool     `json:"execve"`
+}
+
+// ActionNames lists the file action names in canonical order (same as recipes.FileActions).
+func ActionNames() []string {
+	return []string{"fasync", "flock", "fsync", "llseek", "mmap", "open", "read", "write",
+		"rename", "truncate", "unlink", "create", "close", "link", "execve"}
+}
+
+// flag returns the boolean of an action, nil for an unknown name.
+func (f *File) flag(action string) *bool {
+	switch action {
+	case "fasync":
+		return &f.Fasync
+	case "flock":
+		return &f.Flock
+	case "fsync":
+		return &f.Fsync
+	case "llseek":
+		return &f.Llseek
+	case "mmap":
+		return &f.Mmap
+	case "open":
+		return &f.Open
+	case "read":
+		return &f.Read
+	case "write":
+		return &f.Write
+	case "rename":
+		return &f.Rename
+	case "truncate":
+		return &f.Truncate
+	case "unlink":
+		return &f.Unlink
+	case "create":
+		return &f.Create
+	case "close":
+		return &f.Close
+	case "link":
+		return &f.Link
+	case "execve":
+		return &f.Execve
+	}
+	return nil
+}
+
+// SetActions sets the action list (canonical order, no duplicates) and the booleans. It
+// reports false when a name is not an action; known names are still applied.
+func (f *File) SetActions(actions ...string) bool {
+	ok := true
+	set := map[string]bool{}
+	for _, a := range actions {
+		if f.flag(a) == nil {
+			ok = false
+			continue
+		}
+		set[a] = true
+	}
+	f.Actions = f.Actions[:0]
+	for _, a := range ActionNames() {
+		*f.flag(a) = set[a]
+		if set[a] {
+			f.Actions = append(f.Actions, a)
+		}
+	}
+	return ok
+}
+
+// Has reports whether the file carries an action (by boolean or by list).
+func (f *File) Has(action string) bool {
+	if b := f.flag(action); b != nil && *b {
+		return true
+	}
+	for _, a := range f.Actions {
+		if a == action {
+			return true
+		}
+	}
+	return false
+}
+
+// SetPath sets file, dir and basename from an absolute path.
+func (f *File) SetPath(p string) {
+	f.File = p
+	f.Dir = path.Dir(p)
+	f.Basename = path.Base(p)
+}
+
+// Flow is the network flow of a network_peer event.
+type Flow struct {
+	IPVersion   int    `json:"ip_version"`
+	Proto       string `json:"proto"`
+	Local       Node   `json:"local"`
+	Remote      Node   `json:"remote"`
+	ServicePort uint16 `json:"service_port"`
+	Flags       Flags  `json:"flags"`
+	Phase       Phase  `json:"phase"`
+}
+
+// Node is one end of a flow.
+type Node struct {
+	Address string   `json:"address"`
+	Name    string   `json:"name"`
+	Names   []string `json:"names"`
+	Port    uint16   `json:"port"`
+}
+
+// Flags are the flow's state bits.
+type Flags struct {
+	Ingress    bool `json:"ingress"`
+	Egress     bool `json:"egress"`
+	Incoming   bool `json:"incoming"`
+	Outgoing   bool `json:"outgoing"`
+	Started    bool `json:"started"`
+	Ongoing    bool `json:"ongoing"`
+	Ended      bool `json:"ended"`
+	Terminator bool `json:"terminator"`
+	Terminated bool `json:"terminated"`
+}
+
+// Phase describes who started and ended the flow.
+type Phase struct {
+	Direction   string `json:"direction"`
+	InitiatedBy string `json:"initiated_by"`
+	Status      string `json:"status"`
+	EndedBy     string `json:"ended_by"`
+}
+
+// Background is the context of the event.
+type Background struct {
+	Ancestry []Ancestor `json:"ancestry"`
+	Files    Files      `json:"files"`
+	Flows    Flows      `json:"flows"`
+}
+
+// Ancestor is one process of the ancestry.
+type Ancestor struct {
+	PID   int32  `json:"pid"`
+	PPID  int32  `json:"ppid"`
+	UID   uint32 `json:"uid"`
+	Comm  string `json:"comm"`
+	Cmd   string `json:"cmd"`
+	Exe   string `json:"exe"`
+	Args  string `json:"args"`
+	Start string `json:"start"`
+}
+
+// Files is the tree of files the process touched.
+type Files struct {
+	Root FSDir `json:"root"`
+}
+
+// FSDir is a directory of the file tree.
+type FSDir struct {
+	AbsPath  string   `json:"abs_path"`
+	BaseName string   `json:"base_name"`
+	Dirs     []FSDir  `json:"dirs"`
+	Files    []FSFile `json:"files"`
+}
+
+// FSFile is a file of the file tree.
+type FSFile struct {
+	AbsPath  string   `json:"abs_path"`
+	BaseName string   `json:"base_name"`
+	Actions  []string `json:"actions"`
+}
+
+// Flows aggregates the process's flows.
+type Flows struct {
+	IPVersion int          `json:"ip_version"`
+	Protocols []ProtoFlows `json:"protocols"`
+}
+
+// ProtoFlows are the flows of one protocol.
+type ProtoFlows struct {
+	Proto string `json:"proto"`
+	Pairs []Pair `json:"pairs"`
+}
+
+// Pair is one local/remote pair and its ports.
+type Pair struct {
+	Nodes      PairNodes   `json:"nodes"`
+	PortMatrix []PortEntry `json:"port_matrix"`
+}
+
+// PairNodes are the two ends of a pair.
+type PairNodes struct {
+	Local  Peer `json:"local"`
+	Remote Peer `json:"remote"`
+}
+
+// Peer is one end of a pair.
+type Peer struct {
+	Address string   `json:"address"`
+	Name    string   `json:"name"`
+	Names   []string `json:"names"`
+}
+
+// PortEntry is one port pair seen between two peers.
+type PortEntry struct {
+	SrcPort uint16 `json:"src_port"`
+	DstPort uint16 `json:"dst_port"`
+	Phase   string `json:"phase"`
+}
+
+// Scenario is the host the event happened on.
+type Scenario struct {
+	Hostname string `json:"hostname"`
+	IP       string `json:"ip"`
+	MAC      string `json:"mac"`
+	OS       string `json:"os"`
+	Arch     string `json:"arch"`
+}
+
+// wire is the JSON form: Event plus the base alias, in SPEC order.
+type wire struct {
+	UUID       string      `json:"uuid"`
+	Timestamp  string      `json:"timestamp"`
+	EventType  string      `json:"event_type"`
+	Note       string      `json:"note"`
+	Metadata   Metadata    `json:"metadata"`
+	Process    Process     `json:"process"`
+	File       *File       `json:"file,omitempty"`
+	Flow       *Flow       `json:"flow,omitempty"`
+	Background *Background `json:"background"`
+	Base       wireBase    `json:"base"`
+	Scenario   []Scenario  `json:"scenario"`
+}
+
+type wireBase struct {
+	Background *Background `json:"background"`
+}
+
+// wire returns the JSON form with every nil slice replaced by an empty one. It copies what
+// it changes and never writes to e, so concurrent encodings of one event are safe.
+func (e *Event) wire() wire {
+	bg := normBackground(e.Background)
+	return wire{
+		UUID: e.UUID, Timestamp: e.Timestamp, EventType: e.EventType, Note: e.Note,
+		Metadata: e.Metadata, Process: normProcess(e.Process), File: normFile(e.File),
+		Flow: normFlow(e.Flow), Background: &bg, Base: wireBase{Background: &bg},
+		Scenario: orEmpty(e.Scenario),
+	}
+}
+
+// MarshalJSON writes the SPEC §3 shape.
+func (e Event) MarshalJSON() ([]byte, error) {
+	return json.Marshal(e.wire())
+}
+
+// JSON returns the event as compact JSON with a fixed field order; arrays are [] when empty.
+func (e *Event) JSON() ([]byte, error) {
+	return json.Marshal(e.wire())
+}
+
+// Parent returns the parent of the triggering process from the ancestry, nil when unknown.
+func (e *Event) Parent() *Ancestor {
+	anc := e.Background.Ancestry
+	for i := len(anc) - 1; i >= 0; i-- {
+		if anc[i].PID == e.Process.PPID && anc[i].PID != e.Process.PID {
+			return &anc[i]
+		}
+	}
+	return nil
+}
+
+// Ancestors returns the ancestry without the triggering process itself.
+func (e *Event) Ancestors() []Ancestor {
+	anc := e.Background.Ancestry
+	if n := len(anc); n > 0 && anc[n-1].PID == e.Process.PID {
+		return anc[:n-1]
+	}
+	return anc
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func normProcess(p Process) Process {
+	p.Argv = orEmpty(p.Argv)
+	return p
+}
+
+func normFile(f *File) *File {
+	if f == nil || f.Actions != nil {
+		return f
+	}
+	c := *f
+	c.Actions = []string{}
+	return &c
+}
+
+func normFlow(f *Flow) *Flow {
+	if f == nil || (f.Local.Names != nil && f.Remote.Names != nil) {
+		return f
+	}
+	c := *f
+	c.Local.Names = orEmpty(c.Local.Names)
+	c.Remote.Names = orEmpty(c.Remote.Names)
+	return &c
+}
+
+func normBackground(b Background) Background {
+	b.Ancestry = orEmpty(b.Ancestry)
+	b.Files.Root = normDir(b.Files.Root)
+	protos := make([]ProtoFlows, len(b.Flows.Protocols))
+	for i, p := range b.Flows.Protocols {
+		pairs := make([]Pair, len(p.Pairs))
+		for j, pr := range p.Pairs {
+			pr.Nodes.Local.Names = orEmpty(pr.Nodes.Local.Names)
+			pr.Nodes.Remote.Names = orEmpty(pr.Nodes.Remote.Names)
+			pr.PortMatrix = orEmpty(pr.PortMatrix)
+			pairs[j] = pr
+		}
+		p.Pairs = pairs
+		protos[i] = p
+	}
+	b.Flows.Protocols = protos
+	return b
+}
+
+// normDir copies the tree; nesting is bounded by what Decode accepts (JSON depth 10000).
+func normDir(d FSDir) FSDir {
+	dirs := make([]FSDir, len(d.Dirs))
+	for i, c := range d.Dirs {
+		dirs[i] = normDir(c)
+	}
+	files := make([]FSFile, len(d.Files))
+	for i, f := range d.Files {
+		f.Actions = orEmpty(f.Actions)
+		files[i] = f
+	}
+	d.Dirs, d.Files = dirs, files
+	return d
+}
