@@ -56,7 +56,7 @@ func TestModifiedGlueIsRejected(t *testing.T) {
 	callName := tab.Exports["QTS_Call"]
 	cases := []struct {
 		name, from, to, want string
-		check               bool // the edit parses; Check against the wasm must catch it
+		check                bool // the edit parses; Check against the wasm must catch it
 	}{
 		{"unknown export", "d._QTS_Eval=", "d._QTS_EvalAsync=", "unknown export QTS_EvalAsync", false},
 		{"unknown import body", "()=>Date.now()", "()=>Date.now()+1", "unknown body", false},

@@ -1,0 +1,121 @@
+//go:build ignore
+
+// Shared definitions of the jibril sensors. Every event starts with
+// struct ev_hdr so that a ring carrying several kinds can be demultiplexed.
+// The layouts here are mirrored by hand in ../decode.go: keep them in sync
+// (the _Static_asserts below and decode_test.go check the sizes).
+
+#pragma once
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#define TASK_COMM_LEN 16
+#define PATH_CAP 256
+
+// Event kinds (ev_hdr.kind).
+#define EV_EXEC 1
+#define EV_FORK 2
+#define EV_EXIT 3
+#define EV_FILE 4
+#define EV_NET 5
+#define EV_DNS 6
+
+// Stream indexes of the per-CPU loss counters (lost map).
+#define STREAM_EXEC 0
+#define STREAM_FORK 1
+#define STREAM_EXIT 2
+#define STREAM_FILE 3
+#define STREAM_NET 4
+#define STREAM_DNS 5
+#define STREAM_MAX 8
+
+struct ev_hdr {
+	u32 kind;
+	u32 flags;
+	u64 ktime; // bpf_ktime_get_ns (CLOCK_MONOTONIC)
+};
+
+// Runtime knobs written by user space (index 0 of the cfg array map).
+struct jcfg {
+	u64 wake_bytes;    // batched streams: force a wake-up above this many queued bytes
+	u64 udp_window_ns; // net: report a UDP peer of a process at most once per window
+	u32 filter_on;     // file: drop events whose paths match no prefix
+	u32 pad;
+};
+
+#define DECLARE_CFG()                                                          \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                              \
+		__uint(max_entries, 1);                                        \
+		__type(key, u32);                                              \
+		__type(value, struct jcfg);                                    \
+	} cfg SEC(".maps")
+
+#define DECLARE_LOST()                                                         \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                       \
+		__uint(max_entries, STREAM_MAX);                               \
+		__type(key, u32);                                              \
+		__type(value, u64);                                            \
+	} lost SEC(".maps")
+
+#define COUNT_LOST(stream)                                                     \
+	do {                                                                   \
+		u32 __k = (stream);                                            \
+		u64 *__c = bpf_map_lookup_elem(&lost, &__k);                   \
+		if (__c)                                                       \
+			*__c += 1;                                             \
+	} while (0)
+
+static __always_inline struct jcfg *get_cfg(void *cfgmap)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_elem(cfgmap, &zero);
+}
+
+// Wake the reader only once enough data is queued: a wake-up costs the
+// producing process 12-21 us. The reader also polls with a deadline.
+static __always_inline u64 batch_wakeup(void *ring, struct jcfg *c)
+{
+	u64 threshold = c ? c->wake_bytes : 0;
+	if (threshold == 0)
+		return 0;
+	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= threshold)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+// x86-64 system call arguments from the pt_regs of sys_enter.
+static __always_inline u64 sys_arg(struct pt_regs *regs, int i)
+{
+	switch (i) {
+	case 0:
+		return BPF_CORE_READ(regs, di);
+	case 1:
+		return BPF_CORE_READ(regs, si);
+	case 2:
+		return BPF_CORE_READ(regs, dx);
+	case 3:
+		return BPF_CORE_READ(regs, r10);
+	case 4:
+		return BPF_CORE_READ(regs, r8);
+	case 5:
+		return BPF_CORE_READ(regs, r9);
+	}
+	return 0;
+}
+
+#define TS_COMPAT 0x0002
+
+// 32-bit system calls (int 0x80) use other numbers and registers: the
+// sys_enter programs skip them rather than misreport them.
+static __always_inline int in_compat_syscall(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	u32 status = BPF_CORE_READ(t, thread_info.status);
+	return (status & TS_COMPAT) != 0;
+}

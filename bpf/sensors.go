@@ -1,0 +1,754 @@
+package bpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// SensorSet selects the kernel programs to load.
+type SensorSet uint8
+
+const (
+	SensorProc SensorSet = 1 << iota // exec, fork, exit (and kill-on-exec)
+	SensorFile                       // file system calls
+	SensorNet                        // TCP states, connect/sendto/sendmsg peers
+	SensorDNS                        // DNS answers (cgroup_skb on the root cgroup v2)
+
+	AllSensors = SensorProc | SensorFile | SensorNet | SensorDNS
+)
+
+// Config tunes Open. The zero value loads every sensor with the defaults.
+type Config struct {
+	Sensors SensorSet // zero means AllSensors
+
+	// ExecKillInodes are executables killed at exec (see KillOnExec).
+	ExecKillInodes []string
+	// FilePrefixes turns the in-kernel file filter on (see SetFilePrefixes).
+	FilePrefixes []string
+	// WatchSelf reports the file and socket system calls of this process;
+	// by default they are ignored in the kernel to avoid feedback loops.
+	WatchSelf bool
+
+	// ChannelSize bounds each event channel; a full channel drops the
+	// event (counted in Stats) rather than stall the ring-buffer reader.
+	ChannelSize int
+	// FlushInterval bounds how long a batched event waits in a ring before
+	// the reader polls it (default 20 ms).
+	FlushInterval time.Duration
+	// WakeupBytes: batched streams (fork, exit, file, net) wake the reader
+	// only once this much is queued (default 256 KiB). Exec and DNS wake
+	// it for every event.
+	WakeupBytes int
+	// Ring sizes in bytes (powers of two, at least a page). Defaults: proc
+	// 4 MiB, file 16 MiB, net 4 MiB, DNS 1 MiB.
+	ProcRingBytes int
+	FileRingBytes int
+	NetRingBytes  int
+	DNSRingBytes  int
+	// UDPPeerWindow reports a UDP peer of a process at most once per
+	// window (default 1 s; negative: report every datagram).
+	UDPPeerWindow time.Duration
+	// CgroupPath is the cgroup v2 directory the DNS program is attached to
+	// (default: /sys/fs/cgroup/unified or /sys/fs/cgroup, the first that is
+	// a cgroup2 mount).
+	CgroupPath string
+	// NoResolvePaths disables filling FileEvent.AbsPath from /proc.
+	NoResolvePaths bool
+	// RealtimeExecReader runs the exec ring reader on a SCHED_FIFO thread:
+	// it cuts the exec->event p99 (CFS wake-up placement).
+	RealtimeExecReader bool
+
+	// rawTPOnly skips tp_btf, for tests of the raw_tp fallback.
+	rawTPOnly bool
+}
+
+const (
+	defaultChannelSize = 4096
+	defaultFlush       = 20 * time.Millisecond
+	defaultWakeup      = 256 << 10
+	defaultUDPWindow   = time.Second
+)
+
+func (c *Config) setDefaults() error {
+	if c.Sensors == 0 {
+		c.Sensors = AllSensors
+	}
+	if c.Sensors&^AllSensors != 0 {
+		return fmt.Errorf("config Sensors: unknown bits %#x", uint8(c.Sensors&^AllSensors))
+	}
+	if c.ChannelSize == 0 {
+		c.ChannelSize = defaultChannelSize
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = defaultFlush
+	}
+	if c.WakeupBytes == 0 {
+		c.WakeupBytes = defaultWakeup
+	}
+	if c.UDPPeerWindow == 0 {
+		c.UDPPeerWindow = defaultUDPWindow
+	}
+	if c.UDPPeerWindow < 0 {
+		c.UDPPeerWindow = 0
+	}
+	for _, r := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"ProcRingBytes", &c.ProcRingBytes, 4 << 20},
+		{"FileRingBytes", &c.FileRingBytes, 16 << 20},
+		{"NetRingBytes", &c.NetRingBytes, 4 << 20},
+		{"DNSRingBytes", &c.DNSRingBytes, 1 << 20},
+	} {
+		if *r.v == 0 {
+			*r.v = r.def
+		}
+		if *r.v < os.Getpagesize() || *r.v&(*r.v-1) != 0 || *r.v > 1<<30 {
+			return fmt.Errorf("config %s: %d is not a power of two between a page and 1 GiB", r.name, *r.v)
+		}
+	}
+	if c.ChannelSize < 0 || c.FlushInterval < 0 || c.WakeupBytes < 0 {
+		return errors.New("config: ChannelSize, FlushInterval and WakeupBytes must not be negative")
+	}
+	return nil
+}
+
+// Stream names used by Stats.
+const (
+	streamExec = iota
+	streamFork
+	streamExit
+	streamFile
+	streamNet
+	streamDNS
+	numStreams
+)
+
+var streamNames = [numStreams]string{"exec", "fork", "exit", "file", "net", "dns"}
+
+// StreamStats counts the events of one stream.
+type StreamStats struct {
+	Received  uint64 // decoded from the ring buffer
+	Lost      uint64 // the kernel found the ring buffer full
+	Dropped   uint64 // the channel was full: the consumer is too slow
+	Malformed uint64 // records (or DNS messages) that failed to decode
+	// Missed counts runs the kernel skipped because the program was already
+	// running on that CPU (preempted or interrupted): events never seen.
+	Missed uint64
+}
+
+type streamCounters struct {
+	received, dropped, malformed atomic.Uint64
+}
+
+// ErrClosed is returned by the methods of closed Sensors.
+var ErrClosed = errors.New("sensors closed")
+
+// Sensors are the loaded and attached kernel programs and their readers.
+type Sensors struct {
+	cfg   Config
+	clock wallClock
+
+	colls   []*ebpf.Collection
+	links   []link.Link
+	readers []*ringbuf.Reader
+	wg      sync.WaitGroup
+
+	exec chan ExecEvent
+	fork chan ForkEvent
+	exit chan ExitEvent
+	file chan FileEvent
+	net  chan NetEvent
+	dns  chan DNSEvent
+
+	counters [numStreams]streamCounters
+	lost     []*ebpf.Map
+	progs    []streamProg
+
+	killMap   *ebpf.Map
+	prefixMap *ebpf.Map
+	fileCfg   *ebpf.Map
+	ignore    []*ebpf.Map
+
+	attached []string
+	selfExe  FileID
+
+	mu        sync.Mutex // map updates and Close
+	prefixes  map[string]struct{}
+	closed    bool
+	closeOnce sync.Once
+}
+
+type streamProg struct {
+	prog   *ebpf.Program
+	stream int
+}
+
+// jcfg mirrors struct jcfg of c/common.h.
+type jcfg struct {
+	WakeBytes   uint64
+	UDPWindowNs uint64
+	FilterOn    uint32
+	Pad         uint32
+}
+
+// Open loads and attaches the selected sensors and starts their readers.
+// ctx bounds the loading; the sensors run until Close. Any failure undoes
+// what was done and names the sensor and the program.
+func Open(ctx context.Context, cfg Config) (*Sensors, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Sensors{
+		cfg:      cfg,
+		exec:     make(chan ExecEvent, cfg.ChannelSize),
+		fork:     make(chan ForkEvent, cfg.ChannelSize),
+		exit:     make(chan ExitEvent, cfg.ChannelSize),
+		file:     make(chan FileEvent, cfg.ChannelSize),
+		net:      make(chan NetEvent, cfg.ChannelSize),
+		dns:      make(chan DNSEvent, cfg.ChannelSize),
+		prefixes: map[string]struct{}{},
+	}
+	s.clock.refresh()
+	if id, err := FileIDOf("/proc/self/exe"); err == nil {
+		s.selfExe = id
+	}
+	if err := s.open(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Sensors) open(ctx context.Context) error {
+	steps := []struct {
+		set  SensorSet
+		name string
+		fn   func() error
+	}{
+		{SensorProc, "proc", s.openProc},
+		{SensorFile, "file", s.openFile},
+		{SensorNet, "net", s.openNet},
+		{SensorDNS, "dns", s.openDNS},
+	}
+	for _, st := range steps {
+		if s.cfg.Sensors&st.set == 0 {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("open sensors: %w", err)
+		}
+		if err := st.fn(); err != nil {
+			return fmt.Errorf("open %s sensor: %w", st.name, err)
+		}
+	}
+	for _, p := range s.cfg.ExecKillInodes {
+		if err := s.KillOnExec(p); err != nil {
+			return err
+		}
+	}
+	if len(s.cfg.FilePrefixes) > 0 {
+		if err := s.SetFilePrefixes(s.cfg.FilePrefixes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadSpec loads a collection with only the programs keep accepts, sizing
+// its ring buffer and writing its cfg map.
+func (s *Sensors) loadSpec(spec *ebpf.CollectionSpec, ring string, ringBytes int, keep func(string) bool) (*ebpf.Collection, error) {
+	spec = spec.Copy()
+	for name := range spec.Programs {
+		if !keep(name) {
+			delete(spec.Programs, name)
+		}
+	}
+	rb, ok := spec.Maps[ring]
+	if !ok {
+		return nil, fmt.Errorf("object has no map %s", ring)
+	}
+	rb.MaxEntries = uint32(ringBytes)
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return nil, fmt.Errorf("load programs: %w", err)
+	}
+	wake := uint64(s.cfg.WakeupBytes)
+	if half := uint64(ringBytes) / 2; wake > half {
+		wake = half
+	}
+	c := jcfg{WakeBytes: wake, UDPWindowNs: uint64(s.cfg.UDPPeerWindow)}
+	if err := coll.Maps["cfg"].Update(uint32(0), c, ebpf.UpdateAny); err != nil {
+		coll.Close()
+		return nil, fmt.Errorf("write cfg map: %w", err)
+	}
+	return coll, nil
+}
+
+// attachTP attaches a tp_btf or raw_tp program to the tracepoint tp.
+func attachTP(p *ebpf.Program, tp string) (link.Link, error) {
+	if p.Type() == ebpf.Tracing {
+		return link.AttachTracing(link.TracingOptions{Program: p})
+	}
+	return link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: p})
+}
+
+// tracepointProgs loads spec with the tp_btf programs and attaches them;
+// when that fails it falls back to the raw_tp twins. progs maps the tp_btf
+// program name to its tracepoint; the raw twin is named with _raw instead
+// of _btf. Programs not in progs (raw_tp by nature) are always kept.
+func (s *Sensors) tracepointProgs(spec *ebpf.CollectionSpec, ring string, ringBytes int, progs map[string]string) (*ebpf.Collection, []link.Link, string, error) {
+	twins := map[string]string{}
+	for btf := range progs {
+		twins[btf[:len(btf)-len("_btf")]+"_raw"] = btf
+	}
+	var errs []error
+	modes := []string{"tp_btf", "raw_tp"}
+	if s.cfg.rawTPOnly {
+		modes = modes[1:]
+	}
+	for _, mode := range modes {
+		keep := func(name string) bool {
+			if _, ok := progs[name]; ok {
+				return mode == "tp_btf"
+			}
+			if _, ok := twins[name]; ok {
+				return mode == "raw_tp"
+			}
+			return true
+		}
+		coll, err := s.loadSpec(spec, ring, ringBytes, keep)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", mode, err))
+			continue
+		}
+		var links []link.Link
+		for btf, tp := range progs {
+			name := btf
+			if mode == "raw_tp" {
+				name = btf[:len(btf)-len("_btf")] + "_raw"
+			}
+			l, err := attachTP(coll.Programs[name], tp)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: attach %s to %s: %w", mode, name, tp, err))
+				break
+			}
+			links = append(links, l)
+		}
+		if len(links) == len(progs) {
+			return coll, links, mode, nil
+		}
+		for _, l := range links {
+			l.Close()
+		}
+		coll.Close()
+	}
+	return nil, nil, "", errors.Join(errs...)
+}
+
+func (s *Sensors) openProc() error {
+	spec, err := loadBpfProc()
+	if err != nil {
+		return err
+	}
+	coll, links, mode, err := s.tracepointProgs(spec, "proc_rb", s.cfg.ProcRingBytes, map[string]string{
+		"exec_btf": "sched_process_exec",
+		"fork_btf": "sched_process_fork",
+		"exit_btf": "sched_process_exit",
+	})
+	if err != nil {
+		return err
+	}
+	s.colls = append(s.colls, coll)
+	s.links = append(s.links, links...)
+	s.lost = append(s.lost, coll.Maps["lost"])
+	s.killMap = coll.Maps["kill_on_exec"]
+	for name, p := range coll.Programs {
+		switch {
+		case strings.HasPrefix(name, "exec_"):
+			s.progs = append(s.progs, streamProg{p, streamExec})
+		case strings.HasPrefix(name, "fork_"):
+			s.progs = append(s.progs, streamProg{p, streamFork})
+		case strings.HasPrefix(name, "exit_"):
+			s.progs = append(s.progs, streamProg{p, streamExit})
+		}
+	}
+	s.attached = append(s.attached, "exec, fork, exit: "+mode+"/sched_process_{exec,fork,exit}")
+	return s.startReader(coll.Maps["proc_rb"], s.handleProc, s.cfg.RealtimeExecReader)
+}
+
+func (s *Sensors) openFile() error {
+	spec, err := loadBpfFile()
+	if err != nil {
+		return err
+	}
+	coll, err := s.loadSpec(spec, "file_rb", s.cfg.FileRingBytes, func(string) bool { return true })
+	if err != nil {
+		return err
+	}
+	s.colls = append(s.colls, coll)
+	s.lost = append(s.lost, coll.Maps["lost"])
+	s.prefixMap = coll.Maps["prefixes"]
+	s.progs = append(s.progs, streamProg{coll.Programs["file_sys_enter"], streamFile})
+	s.fileCfg = coll.Maps["cfg"]
+	if err := s.addIgnore(coll.Maps["ignore_tgid"]); err != nil {
+		return err
+	}
+	l, err := attachTP(coll.Programs["file_sys_enter"], "sys_enter")
+	if err != nil {
+		return fmt.Errorf("attach raw_tp/sys_enter: %w", err)
+	}
+	s.links = append(s.links, l)
+	s.attached = append(s.attached, "file: raw_tp/sys_enter")
+	return s.startReader(coll.Maps["file_rb"], s.handleFile, false)
+}
+
+func (s *Sensors) openNet() error {
+	spec, err := loadBpfNet()
+	if err != nil {
+		return err
+	}
+	coll, links, mode, err := s.tracepointProgs(spec, "net_rb", s.cfg.NetRingBytes, map[string]string{
+		"state_btf": "inet_sock_set_state",
+	})
+	if err != nil {
+		return err
+	}
+	s.colls = append(s.colls, coll)
+	s.links = append(s.links, links...)
+	s.lost = append(s.lost, coll.Maps["lost"])
+	for _, p := range coll.Programs {
+		s.progs = append(s.progs, streamProg{p, streamNet})
+	}
+	if err := s.addIgnore(coll.Maps["ignore_tgid"]); err != nil {
+		return err
+	}
+	l, err := attachTP(coll.Programs["net_sys_enter"], "sys_enter")
+	if err != nil {
+		return fmt.Errorf("attach raw_tp/sys_enter: %w", err)
+	}
+	s.links = append(s.links, l)
+	s.attached = append(s.attached, "tcp states: "+mode+"/inet_sock_set_state", "connect/sendto/sendmsg: raw_tp/sys_enter")
+	return s.startReader(coll.Maps["net_rb"], s.handleNet, false)
+}
+
+func (s *Sensors) openDNS() error {
+	path := s.cfg.CgroupPath
+	if path == "" {
+		var err error
+		if path, err = cgroup2Path(); err != nil {
+			return err
+		}
+	}
+	spec, err := loadBpfDNS()
+	if err != nil {
+		return err
+	}
+	coll, err := s.loadSpec(spec, "dns_rb", s.cfg.DNSRingBytes, func(string) bool { return true })
+	if err != nil {
+		return err
+	}
+	s.colls = append(s.colls, coll)
+	s.lost = append(s.lost, coll.Maps["lost"])
+	l, err := link.AttachCgroup(link.CgroupOptions{
+		Path:    path,
+		Attach:  ebpf.AttachCGroupInetIngress,
+		Program: coll.Programs["dns_ingress"],
+	})
+	if err != nil {
+		return fmt.Errorf("attach cgroup_skb/ingress to %s: %w", path, err)
+	}
+	s.links = append(s.links, l)
+	s.attached = append(s.attached, "dns: cgroup_skb/ingress on "+path)
+	return s.startReader(coll.Maps["dns_rb"], s.handleDNS, false)
+}
+
+func (s *Sensors) addIgnore(m *ebpf.Map) error {
+	s.ignore = append(s.ignore, m)
+	if s.cfg.WatchSelf {
+		return nil
+	}
+	if err := m.Update(uint32(os.Getpid()), uint32(1), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("ignore own pid: %w", err)
+	}
+	return nil
+}
+
+// cgroup2Path finds the cgroup v2 mount: hybrid hosts mount it at
+// /sys/fs/cgroup/unified, pure v2 hosts at /sys/fs/cgroup.
+func cgroup2Path() (string, error) {
+	for _, p := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		var st unix.Statfs_t
+		if unix.Statfs(p, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return p, nil
+		}
+	}
+	return "", errors.New("no cgroup v2 mount at /sys/fs/cgroup/unified or /sys/fs/cgroup")
+}
+
+func (s *Sensors) startReader(m *ebpf.Map, handle func([]byte), realtime bool) error {
+	r, err := ringbuf.NewReader(m)
+	if err != nil {
+		return fmt.Errorf("ring buffer reader of %s: %w", m.String(), err)
+	}
+	s.readers = append(s.readers, r)
+	s.wg.Add(1)
+	sched := make(chan error, 1)
+	go s.readLoop(r, handle, realtime, sched)
+	if realtime {
+		if err := <-sched; err != nil {
+			s.attached = append(s.attached, fmt.Sprintf("exec reader: SCHED_FIFO refused (%v), default scheduling", err))
+		} else {
+			s.attached = append(s.attached, "exec reader: SCHED_FIFO")
+		}
+	}
+	return nil
+}
+
+// readLoop drains one ring. Batched producers do not wake it, so it also
+// wakes itself every FlushInterval; it never blocks on a consumer.
+func (s *Sensors) readLoop(r *ringbuf.Reader, handle func([]byte), realtime bool, sched chan<- error) {
+	defer s.wg.Done()
+	if realtime {
+		// The thread keeps its policy and dies with the goroutine.
+		runtime.LockOSThread()
+		sched <- unix.SchedSetAttr(0, &unix.SchedAttr{
+			Size:     unix.SizeofSchedAttr,
+			Policy:   unix.SCHED_FIFO,
+			Priority: 1,
+		}, 0)
+	}
+	flush := s.cfg.FlushInterval
+	var rec ringbuf.Record
+	r.SetDeadline(time.Now().Add(flush))
+	for {
+		err := r.ReadInto(&rec)
+		switch {
+		case err == nil:
+			handle(rec.RawSample)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.clock.refresh()
+			r.SetDeadline(time.Now().Add(flush))
+		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+			return
+		default:
+			// Not expected from epoll; do not spin on a persistent error.
+			time.Sleep(flush)
+			r.SetDeadline(time.Now().Add(flush))
+		}
+	}
+}
+
+func send[T any](ch chan T, ev T, c *streamCounters) {
+	c.received.Add(1)
+	select {
+	case ch <- ev:
+	default:
+		c.dropped.Add(1)
+	}
+}
+
+func (s *Sensors) handleProc(b []byte) {
+	kind, err := recordKind(b)
+	if err != nil {
+		s.counters[streamExec].malformed.Add(1)
+		return
+	}
+	wall := s.clock.wall
+	switch kind {
+	case kindExec:
+		if e, err := decodeExec(b, wall); err == nil {
+			send(s.exec, e, &s.counters[streamExec])
+		} else {
+			s.counters[streamExec].malformed.Add(1)
+		}
+	case kindFork:
+		if e, err := decodeFork(b, wall); err == nil {
+			send(s.fork, e, &s.counters[streamFork])
+		} else {
+			s.counters[streamFork].malformed.Add(1)
+		}
+	case kindExit:
+		if e, err := decodeExit(b, wall); err == nil {
+			send(s.exit, e, &s.counters[streamExit])
+		} else {
+			s.counters[streamExit].malformed.Add(1)
+		}
+	default:
+		s.counters[streamExec].malformed.Add(1)
+	}
+}
+
+func (s *Sensors) handleFile(b []byte) {
+	e, err := decodeFile(b, s.clock.wall)
+	if err != nil {
+		s.counters[streamFile].malformed.Add(1)
+		return
+	}
+	if !s.cfg.NoResolvePaths {
+		resolveFileEvent(&e)
+	}
+	send(s.file, e, &s.counters[streamFile])
+}
+
+func (s *Sensors) handleNet(b []byte) {
+	e, err := decodeNet(b, s.clock.wall)
+	if err != nil {
+		s.counters[streamNet].malformed.Add(1)
+		return
+	}
+	send(s.net, e, &s.counters[streamNet])
+}
+
+func (s *Sensors) handleDNS(b []byte) {
+	e, err := decodeDNS(b, s.clock.wall)
+	if err != nil {
+		s.counters[streamDNS].malformed.Add(1)
+		return
+	}
+	send(s.dns, e, &s.counters[streamDNS])
+}
+
+// Exec, Fork, Exit, File, Net and DNS deliver the events of each stream.
+// They are closed by Close; a sensor that was not loaded never delivers.
+func (s *Sensors) Exec() <-chan ExecEvent { return s.exec }
+func (s *Sensors) Fork() <-chan ForkEvent { return s.fork }
+func (s *Sensors) Exit() <-chan ExitEvent { return s.exit }
+func (s *Sensors) File() <-chan FileEvent { return s.file }
+func (s *Sensors) Net() <-chan NetEvent   { return s.net }
+func (s *Sensors) DNS() <-chan DNSEvent   { return s.dns }
+
+// Attachments describes, one line each, how the loaded sensors are hooked
+// (tp_btf or the raw_tp fallback, the cgroup of the DNS program).
+func (s *Sensors) Attachments() []string {
+	return append([]string(nil), s.attached...)
+}
+
+// Stats returns the counters of every stream, keyed exec, fork, exit, file,
+// net, dns.
+func (s *Sensors) Stats() map[string]StreamStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]StreamStats, numStreams)
+	var lost, missed [numStreams]uint64
+	if !s.closed {
+		for _, sp := range s.progs {
+			if st, err := sp.prog.Stats(); err == nil {
+				missed[sp.stream] += st.RecursionMisses
+			}
+		}
+		for _, m := range s.lost {
+			for i := range numStreams {
+				var perCPU []uint64
+				if err := m.Lookup(uint32(i), &perCPU); err != nil {
+					continue
+				}
+				for _, v := range perCPU {
+					lost[i] += v
+				}
+			}
+		}
+	}
+	for i, name := range streamNames {
+		c := &s.counters[i]
+		out[name] = StreamStats{
+			Received:  c.received.Load(),
+			Lost:      lost[i],
+			Dropped:   c.dropped.Load(),
+			Malformed: c.malformed.Load(),
+			Missed:    missed[i],
+		}
+	}
+	return out
+}
+
+// IgnoreProcess stops reporting the file and socket system calls of a
+// process (by TGID) in the kernel. UnignoreProcess undoes it.
+func (s *Sensors) IgnoreProcess(tgid uint32) error {
+	return s.eachIgnore(func(m *ebpf.Map) error { return m.Update(tgid, uint32(1), ebpf.UpdateAny) })
+}
+
+func (s *Sensors) UnignoreProcess(tgid uint32) error {
+	return s.eachIgnore(func(m *ebpf.Map) error {
+		if err := m.Delete(tgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+		return nil
+	})
+}
+
+func (s *Sensors) eachIgnore(fn func(*ebpf.Map) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	for _, m := range s.ignore {
+		if err := fn(m); err != nil {
+			return fmt.Errorf("update ignore_tgid: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close detaches every program, stops the readers, closes the channels and
+// frees the maps. It is safe to call more than once.
+func (s *Sensors) Close() error {
+	var errs []error
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		for _, l := range s.links {
+			if err := l.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("detach: %w", err))
+			}
+		}
+		for _, r := range s.readers {
+			if err := r.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close ring reader: %w", err))
+			}
+		}
+		s.wg.Wait()
+		close(s.exec)
+		close(s.fork)
+		close(s.exit)
+		close(s.file)
+		close(s.net)
+		close(s.dns)
+		for _, c := range s.colls {
+			c.Close()
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// wallClock converts CLOCK_MONOTONIC (bpf_ktime_get_ns) to wall time. The
+// offset is refreshed by the readers so that clock steps are followed.
+type wallClock struct{ off atomic.Int64 }
+
+func (c *wallClock) refresh() {
+	var mono, real unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) != nil ||
+		unix.ClockGettime(unix.CLOCK_REALTIME, &real) != nil {
+		return
+	}
+	c.off.Store(real.Nano() - mono.Nano())
+}
+
+func (c *wallClock) wall(kt uint64) time.Time {
+	return time.Unix(0, int64(kt)+c.off.Load())
+}
