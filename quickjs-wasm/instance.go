@@ -110,9 +110,6 @@ var exportOf = [fCount]string{
 // ErrOutOfMemory reports that the instance hit its memory cap.
 var ErrOutOfMemory = errors.New("out of memory")
 
-// ErrInterrupted reports that JS was stopped by the deadline or by the host.
-var ErrInterrupted = errors.New("interrupted")
-
 // NewInstance creates a fresh QuickJS runtime and context.
 func (e *Engine) NewInstance(ctx context.Context, o Options) (*Instance, error) {
 	in := &Instance{eng: e, opts: o}

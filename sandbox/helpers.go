@@ -12,6 +12,7 @@ import (
 
 	qjs "github.com/jibril-rt/jibril/quickjs-wasm"
 	"github.com/jibril-rt/jibril/recipes/policy"
+	"github.com/jibril-rt/jibril/sandbox/netblock"
 	"github.com/jibril-rt/jibril/sandbox/proc"
 )
 
@@ -590,25 +591,6 @@ func hUnblockIP(inv *invocation, args []string) (any, error) {
 	return inv.env.World.Net.UnblockPrefix(inv.ctx, p)
 }
 
-// normDomain validates and normalises a domain name.
-func normDomain(s string) (string, error) {
-	d := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
-	if d == "" || len(d) > 253 || !strings.Contains(d, ".") {
-		return "", fmt.Errorf("invalid domain %q", s)
-	}
-	for _, label := range strings.Split(d, ".") {
-		if label == "" || len(label) > 63 || strings.HasPrefix(label, "-") || strings.HasSuffix(label, "-") {
-			return "", fmt.Errorf("invalid domain %q", s)
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return "", fmt.Errorf("invalid domain %q", s)
-			}
-		}
-	}
-	return d, nil
-}
-
 func hBlockDomain(inv *invocation, args []string) (any, error) {
 	var ds []string
 	if len(args) > 0 {
@@ -628,7 +610,7 @@ func hBlockDomain(inv *invocation, args []string) (any, error) {
 	}
 	result := 1
 	for _, raw := range ds {
-		d, err := normDomain(raw)
+		d, err := netblock.NormalizeDomain(raw)
 		if err != nil {
 			return nil, err
 		}
@@ -650,7 +632,7 @@ func hUnblockDomain(inv *invocation, args []string) (any, error) {
 	if len(args) == 0 {
 		return nil, errors.New("NetUnblockDomain(domain) needs a domain")
 	}
-	d, err := normDomain(args[0])
+	d, err := netblock.NormalizeDomain(args[0])
 	if err != nil {
 		return nil, err
 	}
