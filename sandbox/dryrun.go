@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,3 +120,48 @@ func (g GuardedFiles) MkdirTemp(dir, pattern string) (string, error) {
 
 // RemoveAll removes a tree without following links.
 func (g GuardedFiles) RemoveAll(p string) error { return g.FS.RemoveAll(p) }
+
+// Collect records an evidence collection.
+func (r *Recorder) Collect(_ context.Context, pid int) (string, error) {
+	r.note("CollectEvidence " + strconv.Itoa(pid))
+	return "", nil
+}
+
+// ReadOnlyFiles reads through Files and records what would be written: the daemon's dry-run
+// world, where a reaction may look at the system but changes nothing on it.
+type ReadOnlyFiles struct {
+	Files Files
+	Rec   *Recorder
+}
+
+// ReadFile reads for real.
+func (f ReadOnlyFiles) ReadFile(p string, max int64) ([]byte, error) { return f.Files.ReadFile(p, max) }
+
+// Stat reads for real.
+func (f ReadOnlyFiles) Stat(p string) (FileInfo, error) { return f.Files.Stat(p) }
+
+// HashFile reads for real.
+func (f ReadOnlyFiles) HashFile(p string) (string, error) { return f.Files.HashFile(p) }
+
+// WriteFile records the write.
+func (f ReadOnlyFiles) WriteFile(p string, data []byte) error {
+	f.Rec.note("WriteFile " + p + " (" + strconv.Itoa(len(data)) + " bytes)")
+	return nil
+}
+
+// MkdirTemp records the directory it would make and names it.
+func (f ReadOnlyFiles) MkdirTemp(dir, pattern string) (string, error) {
+	name := strings.Replace(pattern, "*", "dry-run", 1)
+	if !strings.Contains(pattern, "*") {
+		name = pattern + "dry-run"
+	}
+	p := filepath.Join(dir, name)
+	f.Rec.note("MkdirTemp " + p)
+	return p, nil
+}
+
+// RemoveAll records the removal.
+func (f ReadOnlyFiles) RemoveAll(p string) error {
+	f.Rec.note("RemoveAll " + p)
+	return nil
+}

@@ -44,6 +44,10 @@ type Env struct {
 	Breaker    *policy.Breaker
 	AllowPower bool // the daemon's allow_power
 	Log        *slog.Logger
+	// Answer, when set, answers a helper call in place of the helper (deterministic tests:
+	// what a helper returns in the test's world). It is consulted only after the capability
+	// check, so a denied helper stays denied; answered=false lets the helper run.
+	Answer func(helper string, args []string) (result any, answered bool, err error)
 }
 
 func (e *Env) mode() policy.Mode {
@@ -54,6 +58,13 @@ func (e *Env) mode() policy.Mode {
 		return e.Policy.Mode
 	}
 	return policy.ModeEnforce
+}
+
+func (e *Env) answer(helper string, args []string) (any, bool, error) {
+	if e.Answer == nil {
+		return nil, false, nil
+	}
+	return e.Answer(helper, args)
 }
 
 func (e *Env) clock() Clock {
@@ -78,7 +89,7 @@ type invocation struct {
 	t          *Transcript
 	uuid       string
 	event      []byte
-	ev         *eventView
+	ev         *Targets
 	evErr      error
 	errno      string
 	calls      int
@@ -96,7 +107,17 @@ func newInvocation(ctx context.Context, env *Env, p *Program, t *Transcript, uui
 	return inv
 }
 
-// eventView is the part of the event the helpers need to pick their targets.
+// Targets is what the helpers need from an event to pick what they act on. It comes from the
+// host's copy of the event, never from the reaction's (which the reaction may have changed).
+type Targets struct {
+	PID         int
+	PPID        int
+	Ancestry    []int    // pids, oldest first
+	RemoteAddrs []string // flow.remote.address, then the remotes of background.flows
+	RemoteNames []string // flow.remote.name and flow.remote.names
+}
+
+// eventView is the JSON shape TargetsFromJSON reads.
 type eventView struct {
 	Process struct {
 		PID  int `json:"pid"`
@@ -118,9 +139,7 @@ type eventView struct {
 				Pairs []struct {
 					Nodes struct {
 						Remote struct {
-							Address string   `json:"address"`
-							Name    string   `json:"name"`
-							Names   []string `json:"names"`
+							Address string `json:"address"`
 						} `json:"remote"`
 					} `json:"nodes"`
 				} `json:"pairs"`
@@ -129,14 +148,38 @@ type eventView struct {
 	} `json:"background"`
 }
 
-func (inv *invocation) view() (*eventView, error) {
-	if inv.ev == nil && inv.evErr == nil {
-		v := &eventView{}
-		if err := json.Unmarshal(inv.event, v); err != nil {
-			inv.evErr = fmt.Errorf("event: %w", err)
-		} else {
-			inv.ev = v
+// TargetsFromJSON reads the targets of an event given as JSON (sandbox exec, tests). The daemon
+// builds Targets from its own event structure instead of decoding JSON a second time.
+func TargetsFromJSON(event []byte) (*Targets, error) {
+	var v eventView
+	if err := json.Unmarshal(event, &v); err != nil {
+		return nil, fmt.Errorf("event: %w", err)
+	}
+	t := &Targets{PID: v.Process.PID, PPID: v.Process.PPID}
+	for _, a := range v.Background.Ancestry {
+		t.Ancestry = append(t.Ancestry, a.PID)
+	}
+	if r := v.Flow.Remote; r.Address != "" {
+		t.RemoteAddrs = append(t.RemoteAddrs, r.Address)
+	}
+	for _, pr := range v.Background.Flows.Protocols {
+		for _, pair := range pr.Pairs {
+			if a := pair.Nodes.Remote.Address; a != "" {
+				t.RemoteAddrs = append(t.RemoteAddrs, a)
+			}
 		}
+	}
+	if n := v.Flow.Remote.Name; n != "" {
+		t.RemoteNames = append(t.RemoteNames, n)
+	}
+	t.RemoteNames = append(t.RemoteNames, v.Flow.Remote.Names...)
+	return t, nil
+}
+
+// view returns the event's targets, decoding the JSON on first use when the caller gave none.
+func (inv *invocation) view() (*Targets, error) {
+	if inv.ev == nil && inv.evErr == nil {
+		inv.ev, inv.evErr = TargetsFromJSON(inv.event)
 	}
 	return inv.ev, inv.evErr
 }

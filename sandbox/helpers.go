@@ -231,6 +231,8 @@ func (inv *invocation) dispatch(in *qjs.Instance, h helper, args []string) any {
 	var err error
 	if h.cap != "" && (inv.env.Policy == nil || !inv.env.Policy.Granted(h.cap)) {
 		err = inv.deny(h.cap)
+	} else if r, ok, aerr := inv.env.answer(h.name, args); ok {
+		res, err = r, aerr
 	} else {
 		res, err = h.fn(inv, args)
 	}
@@ -352,22 +354,17 @@ func (inv *invocation) target(scope string, args []string, kill bool) (proc.Targ
 		ks = inv.env.Policy.Kill
 	}
 	inAncestry := func(pid int) bool {
-		for _, a := range ev.Background.Ancestry {
-			if a.PID == pid {
-				return true
-			}
-		}
-		return pid == ev.Process.PID || pid == ev.Process.PPID
+		return slices.Contains(ev.Ancestry, pid) || pid == ev.PID || pid == ev.PPID
 	}
 	var pid int
 	switch {
 	case scope == "current" || (scope != "parent" && scope != "pid" && len(args) == 0):
-		pid = ev.Process.PID
+		pid = ev.PID
 		if kill && !ks.Current && !ks.Any {
 			return proc.Target{}, inv.deny(policy.CapProcessKill + ": current")
 		}
 	case scope == "parent":
-		pid = ev.Process.PPID
+		pid = ev.PPID
 		if kill && !ks.Parent && !ks.Any {
 			return proc.Target{}, inv.deny(policy.CapProcessKill + ": parent")
 		}
@@ -543,21 +540,11 @@ func hBlockIP(timer bool) func(inv *invocation, args []string) (any, error) {
 	}
 }
 
-func remoteAddrs(ev *eventView) []netip.Prefix {
+func remoteAddrs(ev *Targets) []netip.Prefix {
 	var out []netip.Prefix
-	add := func(s string) {
+	for _, s := range ev.RemoteAddrs {
 		if p, err := parsePrefix(s); err == nil && !slices.Contains(out, p) {
 			out = append(out, p)
-		}
-	}
-	if ev.Flow.Remote.Address != "" {
-		add(ev.Flow.Remote.Address)
-	}
-	for _, pr := range ev.Background.Flows.Protocols {
-		for _, pair := range pr.Pairs {
-			if pair.Nodes.Remote.Address != "" {
-				add(pair.Nodes.Remote.Address)
-			}
 		}
 	}
 	return out
@@ -600,10 +587,7 @@ func hBlockDomain(inv *invocation, args []string) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ev.Flow.Remote.Name != "" {
-			ds = append(ds, ev.Flow.Remote.Name)
-		}
-		ds = append(ds, ev.Flow.Remote.Names...)
+		ds = append(ds, ev.RemoteNames...)
 	}
 	if len(ds) == 0 {
 		return nil, errors.New("the event has no remote domain")
@@ -769,7 +753,7 @@ func hEvidence(inv *invocation, args []string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	pid := ev.Process.PID
+	pid := ev.PID
 	if len(args) > 0 {
 		if pid, err = parsePID(args[0]); err != nil {
 			return nil, err

@@ -291,6 +291,12 @@ func (p *Program) Close() {
 
 // Run invokes the reaction once on an event (its JSON) with an environment.
 func (p *Program) Run(ctx context.Context, env *Env, uuid string, event []byte) *Transcript {
+	return p.RunTargets(ctx, env, uuid, event, nil)
+}
+
+// RunTargets is Run for a caller that already knows the event's targets (the daemon, which
+// holds the event as a structure): the helpers then never decode the JSON again.
+func (p *Program) RunTargets(ctx context.Context, env *Env, uuid string, event []byte, targets *Targets) *Transcript {
 	t := &Transcript{Recipe: p.r.Recipe, Reaction: p.r.Index, Format: "js", Mode: string(env.mode()),
 		Calls: []Call{}, Logs: []Log{}}
 	start := time.Now()
@@ -301,6 +307,7 @@ func (p *Program) Run(ctx context.Context, env *Env, uuid string, event []byte) 
 		return t
 	}
 	inv := newInvocation(ctx, env, p, t, uuid, event)
+	inv.ev = targets
 	st := in.User.(*instState)
 	st.call = inv
 	recycle := p.invoke(in, inv, uuid, event)

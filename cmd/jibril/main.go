@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/jibril-rt/jibril/recipes/builtin"
 )
 
 // exitError carries an exit code through cobra.
@@ -65,7 +67,8 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", defaultStateDir(), "state directory (SQLite, temp root, evidence); env JIBRIL_STATE_DIR")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: json|text")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug|info|warn|error")
-	root.AddCommand(newSandboxCmd(g), newVersionCmd())
+	root.AddCommand(newSandboxCmd(g), newVersionCmd(), newStoreCmd(g), newAuditCmd(g), newNetCmd(g), newRunCmd(g), newRecipesCmd(g))
+	root.AddCommand(newTestCmd(builtin.FS))
 	return root
 }
 

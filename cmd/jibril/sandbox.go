@@ -19,6 +19,7 @@ import (
 	"github.com/jibril-rt/jibril/sandbox"
 	"github.com/jibril-rt/jibril/sandbox/evidence"
 	"github.com/jibril-rt/jibril/sandbox/fsguard"
+	"github.com/jibril-rt/jibril/sandbox/liveworld"
 	"github.com/jibril-rt/jibril/sandbox/proc"
 	"github.com/jibril-rt/jibril/store"
 )
@@ -245,9 +246,14 @@ func runExec(ctx context.Context, g *globals, f *execFlags, stdin io.Reader, std
 }
 
 // execEnv builds the world: in dry-run, effects are recorded and files live in a private scratch
-// directory; with --live, helpers act on this machine (within the safety floor).
+// directory, with a store of its own; with --live, helpers act on this machine (within the safety
+// floor) through the same live world the daemon uses, on the live database.
 func execEnv(ctx context.Context, g *globals, f *execFlags, pol *policy.Policy, work string) (*sandbox.Env, func(), error) {
-	st, err := store.Open(ctx, filepath.Join(work, "store.db"))
+	dbPath := filepath.Join(work, "store.db")
+	if f.live {
+		dbPath = liveworld.DBPath(g.stateDir)
+	}
+	st, err := store.Open(ctx, dbPath)
 	if err != nil {
 		return nil, nil, badInput("--state-dir %s: %v", g.stateDir, err)
 	}
@@ -257,7 +263,6 @@ func execEnv(ctx context.Context, g *globals, f *execFlags, pol *policy.Policy, 
 			closers[i]()
 		}
 	}
-	floor := proc.NewLive(proc.Floor{})
 	env := &sandbox.Env{Policy: pol, Audit: st, Clock: sandbox.SystemClock{},
 		Breaker: policy.NewBreaker(pol.Limits.Disarm, nil)}
 	if !f.live {
@@ -273,20 +278,20 @@ func execEnv(ctx context.Context, g *globals, f *execFlags, pol *policy.Policy, 
 			return nil, nil, err
 		}
 		closers = append(closers, func() { fs.Close() })
-		rec := &sandbox.Recorder{Floor: floor}
+		rec := &sandbox.Recorder{Floor: proc.NewLive(proc.Floor{})}
 		env.Mode = policy.ModeDryRun
 		env.World = sandbox.World{Proc: rec, Net: rec, Power: rec, Files: sandbox.GuardedFiles{FS: fs}, Store: st,
 			Evidence: &evidence.Collector{Dir: filepath.Join(scratch, "evidence")}, TempRoot: "/tmp/jibril"}
 		return env, cleanup, nil
 	}
-	root, err := fsguard.New("/")
+	// No DNS sensor runs here: let BlockDomain resolve the domain itself.
+	live, err := liveworld.Open(ctx, liveworld.Config{StateDir: g.stateDir, Store: st, NetNSFd: -1, ResolveDomains: true})
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
-	closers = append(closers, func() { root.Close() })
+	closers = append(closers, func() { live.Close() })
 	env.Mode = policy.ModeEnforce
-	env.World = sandbox.World{Proc: floor, Net: noNetwork{}, Files: sandbox.GuardedFiles{FS: root}, Store: st,
-		Evidence: &evidence.Collector{Dir: filepath.Join(g.stateDir, "evidence")}, TempRoot: filepath.Join(g.stateDir, "tmp")}
+	env.World = live.World
 	return env, cleanup, nil
 }

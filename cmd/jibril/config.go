@@ -1,0 +1,250 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+	yamlv3 "go.yaml.in/yaml/v3"
+
+	"github.com/jibril-rt/jibril/engine/metrics"
+	"github.com/jibril-rt/jibril/engine/printer"
+	"github.com/jibril-rt/jibril/recipes/policy"
+)
+
+// defaultConfigFile is read when it exists and --config does not name another file.
+const defaultConfigFile = "/etc/jibril/config.yaml"
+
+// daemonConfig is the daemon's configuration (SPEC §9): the file, then JIBRIL_* environment
+// variables, then flags. Every field has a working default, so no file is needed at all.
+type daemonConfig struct {
+	StateDir      string         `koanf:"state_dir"`
+	Recipes       []string       `koanf:"recipes"` // recipe directories, watched
+	Builtin       bool           `koanf:"builtin"` // load the built-in library too
+	PolicyDir     string         `koanf:"policy_dir"`
+	DefaultPolicy string         `koanf:"default_policy"`
+	DryRun        bool           `koanf:"dry_run"`
+	AllowPower    bool           `koanf:"allow_power"`
+	Printers      printer.Config `koanf:"printers"`
+	Metrics       metricsConfig  `koanf:"metrics"`
+	Protect       protectConfig  `koanf:"protect"`
+	Limits        limitsConfig   `koanf:"limits"`
+	Engine        engineConfig   `koanf:"engine"`
+	Sensors       sensorsConfig  `koanf:"sensors"`
+	ReloadEvery   time.Duration  `koanf:"reload_every"`
+}
+
+type metricsConfig struct {
+	Enabled          bool   `koanf:"enabled"`
+	Address          string `koanf:"address"`
+	AllowNonLoopback bool   `koanf:"allow_non_loopback"`
+}
+
+type protectConfig struct {
+	MinPID int      `koanf:"min_pid"`
+	Names  []string `koanf:"names"`
+	CIDRs  []string `koanf:"cidrs"`
+}
+
+type limitsConfig struct {
+	Timeout     time.Duration    `koanf:"timeout"`
+	Memory      printer.ByteSize `koanf:"memory"`
+	HelperCalls int              `koanf:"helper_calls"`
+}
+
+type engineConfig struct {
+	Workers   int `koanf:"workers"`
+	Queue     int `koanf:"queue"`
+	Instances int `koanf:"instances"`
+}
+
+type sensorsConfig struct {
+	RealtimeExec bool `koanf:"realtime_exec"` // exec ring reader on SCHED_FIFO (lower exec→reaction p99)
+	File         bool `koanf:"file"`
+	Net          bool `koanf:"net"`
+	DNS          bool `koanf:"dns"`
+}
+
+func defaultDaemonConfig(stateDir string) daemonConfig {
+	lim := policy.DefaultLimits()
+	return daemonConfig{
+		StateDir:      stateDir,
+		Builtin:       true,
+		DefaultPolicy: "strict",
+		Printers:      printer.DefaultConfig(),
+		Metrics:       metricsConfig{Enabled: true, Address: metrics.DefaultAddress},
+		Protect:       protectConfig{MinPID: 500},
+		Limits:        limitsConfig{Timeout: lim.Timeout, Memory: printer.ByteSize(lim.MemoryBytes), HelperCalls: lim.HelperCalls},
+		Engine:        engineConfig{Queue: 1024, Instances: 4},
+		Sensors:       sensorsConfig{RealtimeExec: true, File: true, Net: true, DNS: true},
+		ReloadEvery:   time.Second,
+	}
+}
+
+// envKey maps JIBRIL_PRINTERS__FILE__PATH to printers.file.path: a double underscore nests,
+// a single one stays part of the name (dry_run, state_dir).
+func envKey(k string) string {
+	k = strings.ToLower(strings.TrimPrefix(k, "JIBRIL_"))
+	return strings.ReplaceAll(k, "__", ".")
+}
+
+// loadDaemonConfig reads the configuration. explicit says the file was named on the command
+// line (then it must exist); environ is the environment to read (os.Environ in the daemon).
+func loadDaemonConfig(path string, explicit bool, environ []string, defaults daemonConfig) (daemonConfig, error) {
+	k := koanf.New(".")
+	cfg := defaults
+	if path != "" {
+		data, err := os.ReadFile(path)
+		switch {
+		case err == nil:
+			if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+				return cfg, fmt.Errorf("%s: %v", path, oneLine(err))
+			}
+			if err := decode(k, &cfg); err != nil {
+				return cfg, fmt.Errorf("%s%s: %v", path, lineOf(data, err), oneLine(err))
+			}
+		case explicit || !errors.Is(err, os.ErrNotExist):
+			return cfg, fmt.Errorf("config %s: %v", path, unwrapPath(err))
+		}
+	}
+	ek := koanf.New(".")
+	err := ek.Load(env.Provider(".", env.Opt{
+		Prefix:        "JIBRIL_",
+		EnvironFunc:   func() []string { return environ },
+		TransformFunc: func(key, v string) (string, any) { return envKey(key), v },
+	}), nil)
+	if err != nil {
+		return cfg, fmt.Errorf("environment: %v", err)
+	}
+	if err := decode(ek, &cfg); err != nil {
+		return cfg, fmt.Errorf("environment JIBRIL_*: %v", oneLine(err))
+	}
+	return cfg, nil
+}
+
+func decode(k *koanf.Koanf, out *daemonConfig) error {
+	return k.UnmarshalWithConf("", out, koanf.UnmarshalConf{DecoderConfig: &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.TextUnmarshallerHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		),
+		ErrorUnused:      true,
+		WeaklyTypedInput: true,
+		Result:           out,
+		TagName:          "koanf",
+	}})
+}
+
+// validate checks what decoding cannot: enums, addresses, ranges.
+func (c *daemonConfig) validate() error {
+	if c.DefaultPolicy != "strict" && c.DefaultPolicy != "jibril" {
+		return fmt.Errorf("default_policy: %q is not strict or jibril", c.DefaultPolicy)
+	}
+	if c.StateDir == "" {
+		return errors.New("state_dir: empty")
+	}
+	if c.Protect.MinPID < 2 {
+		return fmt.Errorf("protect.min_pid: %d is below 2 (pid 1 is always protected)", c.Protect.MinPID)
+	}
+	for i, s := range c.Protect.CIDRs {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			if _, err2 := netip.ParseAddr(s); err2 != nil {
+				return fmt.Errorf("protect.cidrs[%d]: %q is not a CIDR or an address", i, s)
+			}
+		}
+	}
+	if c.Limits.Timeout <= 0 || c.Limits.Memory <= 0 || c.Limits.HelperCalls <= 0 {
+		return errors.New("limits: timeout, memory and helper_calls must be positive")
+	}
+	if c.Engine.Workers < 0 || c.Engine.Queue < 0 || c.Engine.Instances < 0 {
+		return errors.New("engine: workers, queue and instances must not be negative")
+	}
+	if c.Metrics.Enabled {
+		if _, err := metrics.CheckAddress(metrics.ServerConfig{Address: c.Metrics.Address, AllowNonLoopback: c.Metrics.AllowNonLoopback}); err != nil {
+			return fmt.Errorf("metrics.address: %v", err)
+		}
+	}
+	if err := c.Printers.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *daemonConfig) protectCIDRs() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range c.Protect.CIDRs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
+}
+
+func (c *daemonConfig) ceiling() policy.Limits {
+	l := policy.DefaultLimits()
+	l.Timeout, l.MemoryBytes, l.HelperCalls = c.Limits.Timeout, uint64(c.Limits.Memory), c.Limits.HelperCalls
+	return l
+}
+
+var invalidKeys = regexp.MustCompile(`invalid keys: ([A-Za-z0-9_.\-]+)`)
+var fieldName = regexp.MustCompile(`'([A-Za-z0-9_.\-\[\]]+)'`)
+
+// lineOf finds the line of the key an error names in the YAML file, as ":LINE".
+func lineOf(data []byte, err error) string {
+	msg := err.Error()
+	var key string
+	if m := invalidKeys.FindStringSubmatch(msg); m != nil {
+		key = m[1]
+	} else if m := fieldName.FindStringSubmatch(msg); m != nil {
+		key = m[1]
+	}
+	if key == "" {
+		return ""
+	}
+	var root yamlv3.Node
+	if yamlv3.Unmarshal(data, &root) != nil || len(root.Content) == 0 {
+		return ""
+	}
+	n := root.Content[0]
+	parts := strings.Split(key, ".")
+	line := 0
+	for _, p := range parts {
+		if n.Kind != yamlv3.MappingNode {
+			break
+		}
+		found := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == p {
+				line = n.Content[i].Line
+				n = n.Content[i+1]
+				found = true
+				break
+			}
+		}
+		if !found {
+			break
+		}
+	}
+	if line == 0 {
+		return ""
+	}
+	return fmt.Sprintf(":%d", line)
+}
+
+func oneLine(err error) string {
+	s := strings.ReplaceAll(err.Error(), "\n", "; ")
+	s = strings.ReplaceAll(s, "1 error(s) decoding:; ; * ", "")
+	return strings.TrimSpace(s)
+}

@@ -1,0 +1,465 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jibril-rt/jibril/bpf"
+	"github.com/jibril-rt/jibril/engine"
+	"github.com/jibril-rt/jibril/engine/dnscache"
+	"github.com/jibril-rt/jibril/engine/enrich"
+	"github.com/jibril-rt/jibril/engine/metrics"
+	"github.com/jibril-rt/jibril/engine/printer"
+	"github.com/jibril-rt/jibril/engine/proctable"
+	"github.com/jibril-rt/jibril/recipes"
+	"github.com/jibril-rt/jibril/recipes/builtin"
+	"github.com/jibril-rt/jibril/recipes/policy"
+	"github.com/jibril-rt/jibril/sandbox"
+	"github.com/jibril-rt/jibril/sandbox/fsguard"
+	"github.com/jibril-rt/jibril/sandbox/liveworld"
+	"github.com/jibril-rt/jibril/sandbox/proc"
+	"github.com/jibril-rt/jibril/store"
+)
+
+type runFlags struct {
+	config        string
+	recipes       []string
+	defaultPolicy string
+	dryRun        bool
+	noBuiltin     bool
+	metricsAddr   string
+	noMetrics     bool
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	f := &runFlags{}
+	cmd := &cobra.Command{
+		Use:   "run [--config FILE] [--recipes DIR]... [--default-policy strict|jibril] [--dry-run]",
+		Short: "Run the daemon: sensors, recipes, printers and reactions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := daemonConfigFrom(cmd, g, f)
+			if err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			if err := runDaemon(ctx, cfg, log, cmd.OutOrStdout(), hup); err != nil {
+				var ee *exitError
+				if errors.As(err, &ee) {
+					return err
+				}
+				return &exitError{code: 1, msg: err.Error()}
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.config, "config", "", "configuration file (default "+defaultConfigFile+" when it exists)")
+	fl.StringArrayVar(&f.recipes, "recipes", nil, "recipe directory to load and watch (repeatable)")
+	fl.StringVar(&f.defaultPolicy, "default-policy", "", "policy of recipes without a policy file: strict|jibril (default strict)")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "record every reaction's effects instead of performing them")
+	fl.BoolVar(&f.noBuiltin, "no-builtin", false, "do not load the built-in recipe library")
+	fl.StringVar(&f.metricsAddr, "metrics-address", "", "metrics and health endpoint (default "+metrics.DefaultAddress+")")
+	fl.BoolVar(&f.noMetrics, "no-metrics", false, "do not serve metrics")
+	return cmd
+}
+
+// daemonConfigFrom layers the configuration: defaults, the file, JIBRIL_* and then flags.
+func daemonConfigFrom(cmd *cobra.Command, g *globals, f *runFlags) (daemonConfig, error) {
+	path, explicit := f.config, f.config != ""
+	if !explicit {
+		path = defaultConfigFile
+	}
+	cfg, err := loadDaemonConfig(path, explicit, os.Environ(), defaultDaemonConfig(g.stateDir))
+	if err != nil {
+		return cfg, badInput("%v", err)
+	}
+	fl := cmd.Flags()
+	if cmd.Root().PersistentFlags().Changed("state-dir") {
+		cfg.StateDir = g.stateDir
+	}
+	if fl.Changed("recipes") {
+		cfg.Recipes = f.recipes
+	}
+	if fl.Changed("default-policy") {
+		cfg.DefaultPolicy = f.defaultPolicy
+	}
+	if fl.Changed("dry-run") {
+		cfg.DryRun = f.dryRun
+	}
+	if fl.Changed("no-builtin") {
+		cfg.Builtin = !f.noBuiltin
+	}
+	if fl.Changed("metrics-address") {
+		cfg.Metrics.Address = f.metricsAddr
+	}
+	if fl.Changed("no-metrics") {
+		cfg.Metrics.Enabled = !f.noMetrics
+	}
+	cfg.Printers = cfg.Printers.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return cfg, badInput("config: %v", err)
+	}
+	return cfg, nil
+}
+
+// sources are the recipe sources of a configuration: the built-in library, then directories.
+func (c *daemonConfig) sources() []engine.Source {
+	var out []engine.Source
+	if c.Builtin {
+		out = append(out, engine.Source{Name: "builtin", FS: builtin.FS(), Dir: "."})
+	}
+	for _, d := range c.Recipes {
+		out = append(out, engine.DirSource(d))
+	}
+	return out
+}
+
+func (c *daemonConfig) loadOptions() engine.LoadOptions {
+	return engine.LoadOptions{DefaultPolicy: c.DefaultPolicy, PolicyDir: c.PolicyDir, Ceiling: c.ceiling(), DryRun: c.DryRun}
+}
+
+// daemon is what runDaemon assembled, to be torn down in reverse order.
+type daemon struct {
+	log      *slog.Logger
+	st       *store.Store
+	host     *sandbox.Host
+	live     *liveworld.Live
+	printers *printer.Set
+	eng      *engine.Engine
+	sensors  *bpf.Sensors
+	denier   *bpf.Denier
+	met      *metrics.Metrics
+	prevent  preventState
+}
+
+func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout io.Writer, hup <-chan os.Signal) (err error) {
+	start := time.Now()
+	for _, dir := range []string{cfg.StateDir, liveworld.TempRoot(cfg.StateDir), liveworld.EvidenceDir(cfg.StateDir)} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("state directory %s: %w", dir, err)
+		}
+	}
+	d := &daemon{log: log, met: metrics.New()}
+	defer d.close(log)
+
+	feats := bpf.Probe(ctx)
+	for _, l := range feats.Lines() {
+		log.Info("kernel feature", "status", l)
+	}
+	for _, fs := range feats.List() {
+		d.met.SetDegraded(fs.Name, !fs.Available)
+	}
+
+	if d.st, err = store.Open(ctx, liveworld.DBPath(cfg.StateDir)); err != nil {
+		return err
+	}
+	if d.host, err = sandbox.NewHost(ctx, sandbox.HostConfig{CacheDir: sandbox.CacheDir(cfg.StateDir), Logger: log}); err != nil {
+		return err
+	}
+	floor := proc.Floor{MinPID: cfg.Protect.MinPID, ProtectedNames: cfg.Protect.Names}
+	d.live, err = liveworld.Open(ctx, liveworld.Config{StateDir: cfg.StateDir, Store: d.st, NetNSFd: -1,
+		Protect: cfg.protectCIDRs(), Floor: floor, Restore: true, Log: log})
+	if err != nil {
+		if d.live == nil {
+			return err
+		}
+		log.Error("network blocks restored only in part", "err", err)
+	} else {
+		r := d.live.Restored
+		log.Info("network blocks restored", "applied", r.Applied, "purged", r.Purged, "domains", r.Domains)
+	}
+	dry, err := dryRunWorld(d.live.World, floor)
+	if err != nil {
+		return err
+	}
+	if d.printers, err = printer.New(cfg.Printers, stdout, log); err != nil {
+		return fmt.Errorf("printers: %w", err)
+	}
+	d.eng = engine.New(engine.Config{Host: d.host, Printer: d.printers, Live: d.live.World, DryRun: dry,
+		Audit: d.st, Observer: d.met, Log: log, AllowPower: cfg.AllowPower, ShellTempDir: liveworld.TempRoot(cfg.StateDir),
+		Workers: cfg.Engine.Workers, Queue: cfg.Engine.Queue, Instances: cfg.Engine.Instances})
+	srcs, opt := cfg.sources(), cfg.loadOptions()
+	set := d.eng.Load(ctx, srcs, opt)
+	reportSet(log, set)
+
+	procs := proctable.New(proctable.Options{})
+	if err := procs.Scan(ctx); err != nil {
+		log.Warn("process table scan", "err", err)
+	}
+	dns := dnscache.New(dnscache.Options{})
+	dns.OnAnswer(func(name string, ips []netip.Addr, ttl time.Duration) {
+		if err := d.live.Net.ObserveDNS(ctx, name, ips, ttl); err != nil {
+			log.Warn("domain block from a DNS answer", "name", name, "err", err)
+		}
+	})
+	sensors := bpf.SensorProc
+	if cfg.Sensors.File {
+		sensors |= bpf.SensorFile
+	}
+	if cfg.Sensors.Net {
+		sensors |= bpf.SensorNet
+	}
+	if cfg.Sensors.DNS && feats.CgroupSKB.Available {
+		sensors |= bpf.SensorDNS
+	} else if cfg.Sensors.DNS {
+		log.Warn("DEGRADED: no DNS sensor (cgroup_skb unavailable): flows carry no names and domain blocks follow only names resolved at block time",
+			"reason", feats.CgroupSKB.Err)
+	}
+	if d.sensors, err = bpf.Open(ctx, bpf.Config{Sensors: sensors, RealtimeExecReader: cfg.Sensors.RealtimeExec}); err != nil {
+		return fmt.Errorf("attach the kernel sensors: %w", err)
+	}
+	d.met.SetLossSource(func() map[string]uint64 {
+		out := map[string]uint64{}
+		for name, s := range d.sensors.Stats() {
+			out[name] = s.Lost + s.Dropped
+		}
+		return out
+	})
+	d.met.SetPrinterSource(func() []metrics.PrinterStats {
+		var out []metrics.PrinterStats
+		for _, s := range d.printers.Stats() {
+			out = append(out, metrics.PrinterStats{Printer: s.Printer, Printed: s.Printed, Dropped: s.Dropped, Failed: s.Failed})
+		}
+		return out
+	})
+	d.applyKernelFilters(set)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	feed := &engine.Feed{Sensors: d.sensors, Procs: procs, DNS: dns, Engine: d.eng,
+		Enrich: enrich.New(enrich.Options{Procs: procs, DNS: dns}), Received: d.met.EventReceived}
+	wg.Add(1)
+	go func() { defer wg.Done(); feed.Run(ctx) }()
+
+	reload := make(chan struct{}, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading recipes")
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.eng.Watch(ctx, srcs, opt, cfg.ReloadEvery, reload, func(s *engine.Set) {
+			reportSet(log, s)
+			d.applyKernelFilters(s)
+		})
+	}()
+
+	if cfg.Metrics.Enabled {
+		srv, err := metrics.NewServer(metrics.ServerConfig{Address: cfg.Metrics.Address, AllowNonLoopback: cfg.Metrics.AllowNonLoopback},
+			d.met, func(context.Context) metrics.Health { return metrics.Health{OK: true} })
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Run(ctx); err != nil {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+		log.Info("metrics", "address", srv.Addr().String())
+	}
+
+	log.Info("ready", "recipes", len(set.Recipes), "rejected", len(set.Errors), "sensors", strings.Join(d.sensors.Attachments(), ","),
+		"state_dir", cfg.StateDir, "dry_run", cfg.DryRun, "startup_ms", time.Since(start).Milliseconds())
+	<-ctx.Done()
+	log.Info("stopping")
+	return nil
+}
+
+// close tears the daemon down: sensors first (no new events), then the engine drains its
+// queued reactions, the printers flush, and the store closes last.
+func (d *daemon) close(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if d.denier != nil {
+		_ = d.denier.Close()
+	}
+	if d.sensors != nil {
+		if err := d.sensors.Close(); err != nil {
+			log.Warn("close sensors", "err", err)
+		}
+	}
+	if d.eng != nil {
+		if err := d.eng.Close(ctx); err != nil {
+			log.Warn("close engine", "err", err)
+		}
+	}
+	if d.printers != nil {
+		if err := d.printers.Close(ctx); err != nil {
+			log.Warn("flush printers", "err", err)
+		}
+	}
+	if d.live != nil {
+		_ = d.live.Close()
+	}
+	if d.host != nil {
+		_ = d.host.Close(ctx)
+	}
+	if d.st != nil {
+		_ = d.st.Close()
+	}
+}
+
+func reportSet(log *slog.Logger, s *engine.Set) {
+	for _, err := range s.Errors {
+		log.Error("recipe rejected", "err", err.Error())
+	}
+	log.Info("recipes loaded", "count", len(s.Recipes), "rejected", len(s.Errors))
+}
+
+// dryRunWorld is what dry-run reactions act on: kills, blocks, power, evidence and file writes
+// are recorded (and audited as "would"), reads and the data store are real.
+func dryRunWorld(live sandbox.World, floor proc.Floor) (sandbox.World, error) {
+	rec := &sandbox.Recorder{Floor: proc.NewLive(floor)}
+	root, err := fsguard.New("/")
+	if err != nil {
+		return sandbox.World{}, fmt.Errorf("dry-run world: %w", err)
+	}
+	return sandbox.World{Proc: rec, Net: rec, Power: rec, Store: live.Store, TempRoot: live.TempRoot,
+		Files: sandbox.ReadOnlyFiles{Files: sandbox.GuardedFiles{FS: root}, Rec: rec}, Evidence: rec}, nil
+}
+
+// preventState is what the kernel was told to refuse, to apply changes on reload.
+type preventState struct {
+	mu     sync.Mutex
+	kill   map[string]bool
+	deny   map[string]bool
+	prefix []string
+}
+
+// applyKernelFilters pushes the cheap parts of the recipes into the kernel: file path prefixes,
+// `prevent: kill` (SIGKILL at exec by inode) and `prevent: deny` (fanotify exec permission).
+func (d *daemon) applyKernelFilters(s *engine.Set) {
+	d.prevent.mu.Lock()
+	defer d.prevent.mu.Unlock()
+	kill, deny := map[string]bool{}, map[string]bool{}
+	var prefixes []string
+	filterable := true
+	for _, l := range s.Recipes {
+		r := l.Recipe
+		if !r.Enabled {
+			continue
+		}
+		if r.Mechanism.MatchesFiles() {
+			ps, ok := engine.FilePrefixes(l)
+			filterable = filterable && ok
+			prefixes = append(prefixes, ps...)
+		}
+		if r.Prevent == "" || l.Mode != policy.ModeEnforce {
+			continue
+		}
+		paths := exactPaths(r)
+		if len(paths) == 0 {
+			d.log.Warn("prevent needs full paths (dir and base); falling back to reactions", "recipe", r.Name)
+		}
+		for _, p := range paths {
+			if r.Prevent == recipes.PreventKill {
+				kill[p] = true
+			} else {
+				deny[p] = true
+			}
+		}
+	}
+	if !filterable {
+		prefixes = nil
+	}
+	sort.Strings(prefixes)
+	if err := d.sensors.SetFilePrefixes(prefixes); err != nil {
+		d.log.Warn("in-kernel file filter", "err", err)
+	}
+	if d.prevent.kill == nil {
+		d.prevent.kill, d.prevent.deny = map[string]bool{}, map[string]bool{}
+	}
+	for p := range d.prevent.kill {
+		if !kill[p] {
+			_ = d.sensors.ForgetKillOnExec(p)
+			delete(d.prevent.kill, p)
+		}
+	}
+	for p := range kill {
+		if d.prevent.kill[p] {
+			continue
+		}
+		if err := d.sensors.KillOnExec(p); err != nil {
+			d.log.Warn("prevent: kill", "path", p, "err", err)
+			continue
+		}
+		d.prevent.kill[p] = true
+		d.log.Info("prevent: kill at exec", "path", p)
+	}
+	if len(deny) > 0 && d.denier == nil {
+		dn, err := bpf.NewDenier(bpf.DenierConfig{})
+		if err != nil {
+			d.log.Warn("prevent: deny unavailable", "err", err)
+			return
+		}
+		d.denier = dn
+	}
+	for p := range d.prevent.deny {
+		if !deny[p] {
+			_ = d.denier.Unmark(p)
+			delete(d.prevent.deny, p)
+		}
+	}
+	for p := range deny {
+		if d.prevent.deny[p] {
+			continue
+		}
+		if err := d.denier.Mark(p); err != nil {
+			d.log.Warn("prevent: deny", "path", p, "err", err)
+			continue
+		}
+		d.prevent.deny[p] = true
+		d.log.Info("prevent: deny exec", "path", p)
+	}
+}
+
+// exactPaths are the full paths of a recipe's exact path entries.
+func exactPaths(r *recipes.Recipe) []string {
+	var out []string
+	for _, p := range r.Paths {
+		if p.Exact() && p.Dir != "" {
+			out = append(out, filepath.Join(p.Dir, p.Base))
+		}
+	}
+	return out
+}

@@ -1,0 +1,418 @@
+// Package engine is jibril's real-time core: it matches each enriched event against the loaded
+// recipes, hands every detection to the printers, then runs the recipe's reactions (JS in the
+// sandbox, shell with its limits) on a bounded pool of workers so that a slow reaction never
+// stalls the sensors.
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jibril-rt/jibril/engine/enrich"
+	"github.com/jibril-rt/jibril/engine/event"
+	"github.com/jibril-rt/jibril/recipes"
+	"github.com/jibril-rt/jibril/recipes/policy"
+	"github.com/jibril-rt/jibril/sandbox"
+	"github.com/jibril-rt/jibril/sandbox/shell"
+	"github.com/jibril-rt/jibril/store"
+)
+
+// Printer receives each detection as one JSON object. It must not block (engine/printer.Set
+// queues and counts its drops).
+type Printer interface{ Print(ev []byte) }
+
+// Observer is told what happens, for metrics. Every method must be cheap and non-blocking.
+type Observer interface {
+	Detection(recipe string)
+	ObserveReaction(recipe, status string, took time.Duration)
+	Denied(capability string)
+	Disarmed(recipe string)
+}
+
+// Config wires an engine to its world.
+type Config struct {
+	Host    *sandbox.Host // compiles JS reactions (nil: recipes with JS reactions are rejected)
+	Printer Printer
+	// Live is what enforce-mode reactions act on; DryRun what dry-run ones act on (a recorder
+	// for processes, network and power, real reads and the real data store).
+	Live, DryRun sandbox.World
+	Audit        sandbox.Auditor
+	Observer     Observer
+	Log          *slog.Logger
+	AllowPower   bool
+	ShellTempDir string // parent of the private directory of each shell reaction
+
+	Workers   int // reaction workers (default 2×CPUs)
+	Queue     int // detections waiting for a worker (default 1024); past it they are dropped and counted
+	Instances int // wasm instances per reaction (default 4)
+	Clock     sandbox.Clock
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	Events        uint64 // events handed to Handle
+	Detections    uint64
+	Reactions     uint64 // reaction invocations finished
+	QueueDropped  uint64 // detections whose reactions were not run: the queue was full
+	RateLimited   uint64 // detections whose reactions were skipped by the policy's rate
+	AlertsEmitted uint64
+}
+
+// Engine matches events and runs reactions. Handle may be called from many goroutines.
+type Engine struct {
+	cfg   Config
+	host  *sandbox.Host
+	log   *slog.Logger
+	set   atomic.Pointer[Set]
+	cache programCache
+	jobs  chan job
+	wg    sync.WaitGroup
+	stop  context.CancelFunc
+	ctx   context.Context
+
+	events, detections, reactions, dropped, limited, alerts atomic.Uint64
+	loadMu                                                  sync.Mutex
+}
+
+type job struct {
+	set     *Set
+	l       *Loaded
+	ev      *event.Event
+	payload []byte
+	targets *sandbox.Targets
+}
+
+// New starts the reaction workers. Load or Swap a Set before events arrive.
+func New(cfg Config) *Engine {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 2 * runtime.NumCPU()
+	}
+	if cfg.Queue <= 0 {
+		cfg.Queue = 1024
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = sandbox.SystemClock{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Engine{cfg: cfg, host: cfg.Host, log: cfg.Log, jobs: make(chan job, cfg.Queue), ctx: ctx, stop: cancel,
+		cache: programCache{progs: map[string]*sandbox.Program{}}}
+	e.set.Store(&Set{})
+	for i := 0; i < cfg.Workers; i++ {
+		e.wg.Add(1)
+		go e.worker()
+	}
+	return e
+}
+
+// Load builds a new generation of recipes from the sources and swaps it in; events keep
+// flowing to the old one until the swap, and its running reactions finish undisturbed. It
+// returns the load errors (rejected recipes); the others are live.
+func (e *Engine) Load(ctx context.Context, srcs []Source, opt LoadOptions) *Set {
+	e.loadMu.Lock()
+	defer e.loadMu.Unlock()
+	set := e.build(ctx, srcs, opt)
+	old := e.set.Swap(set)
+	e.retire(old, set)
+	return set
+}
+
+// Current is the live generation.
+func (e *Engine) Current() *Set { return e.set.Load() }
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats {
+	return Stats{Events: e.events.Load(), Detections: e.detections.Load(), Reactions: e.reactions.Load(),
+		QueueDropped: e.dropped.Load(), RateLimited: e.limited.Load(), AlertsEmitted: e.alerts.Load()}
+}
+
+// Close stops accepting work, lets queued reactions finish (bounded by ctx) and frees every
+// compiled reaction.
+func (e *Engine) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		close(e.jobs)
+		e.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		e.stop() // running reactions see their context end
+		<-done
+		err = fmt.Errorf("engine close: %w", ctx.Err())
+	}
+	e.stop()
+	e.cache.mu.Lock()
+	for k, p := range e.cache.progs {
+		p.Close()
+		delete(e.cache.progs, k)
+	}
+	e.cache.mu.Unlock()
+	return err
+}
+
+// Handle evaluates one event against every recipe, now. Detections are printed at once and
+// their reactions queued; Handle never waits for a reaction. It must not be called after Close.
+func (e *Engine) Handle(ev *event.Event) int {
+	e.events.Add(1)
+	set := e.set.Load()
+	n := 0
+	var targets *sandbox.Targets
+	for _, l := range set.Recipes {
+		if !l.Recipe.Enabled {
+			continue
+		}
+		if l.prefilter != nil && !l.prefilter.Pass(ev) {
+			continue
+		}
+		if !l.matcher.Match(ev) || !l.times.Allow(ev) {
+			continue
+		}
+		n++
+		det := detection(ev, l.Recipe)
+		payload, err := det.JSON()
+		if err != nil {
+			e.log.Error("encode detection", "recipe", l.Recipe.Name, "err", err)
+			continue
+		}
+		e.detections.Add(1)
+		if o := e.cfg.Observer; o != nil {
+			o.Detection(l.Recipe.Name)
+		}
+		if e.cfg.Printer != nil {
+			e.cfg.Printer.Print(payload)
+		}
+		if l.Mode == policy.ModeOff || len(l.Recipe.Reactions) == 0 {
+			continue
+		}
+		if targets == nil {
+			targets = TargetsOf(ev)
+		}
+		set.inflight.Add(1)
+		select {
+		case e.jobs <- job{set: set, l: l, ev: det, payload: payload, targets: targets}:
+		default:
+			set.inflight.Done()
+			e.dropped.Add(1)
+			e.log.Warn("reaction queue full: reactions dropped", "recipe", l.Recipe.Name, "uuid", det.UUID)
+		}
+	}
+	return n
+}
+
+// detection is the event as a recipe reports it: the same facts, the recipe's metadata and a
+// uuid of its own.
+func detection(ev *event.Event, r *recipes.Recipe) *event.Event { return enrich.WithRecipe(ev, r) }
+
+// TargetsOf takes what the helpers act on from the engine's own copy of the event.
+func TargetsOf(ev *event.Event) *sandbox.Targets {
+	t := &sandbox.Targets{PID: int(ev.Process.PID), PPID: int(ev.Process.PPID)}
+	for _, a := range ev.Background.Ancestry {
+		t.Ancestry = append(t.Ancestry, int(a.PID))
+	}
+	if ev.Flow != nil {
+		if a := ev.Flow.Remote.Address; a != "" {
+			t.RemoteAddrs = append(t.RemoteAddrs, a)
+		}
+		if n := ev.Flow.Remote.Name; n != "" {
+			t.RemoteNames = append(t.RemoteNames, n)
+		}
+		t.RemoteNames = append(t.RemoteNames, ev.Flow.Remote.Names...)
+	}
+	for _, pr := range ev.Background.Flows.Protocols {
+		for _, pair := range pr.Pairs {
+			if a := pair.Nodes.Remote.Address; a != "" {
+				t.RemoteAddrs = append(t.RemoteAddrs, a)
+			}
+		}
+	}
+	return t
+}
+
+func (e *Engine) worker() {
+	defer e.wg.Done()
+	for j := range e.jobs {
+		e.run(j)
+		j.set.inflight.Done()
+	}
+}
+
+// run executes every reaction of one detection, in parallel, with the recipe's mode and limits.
+func (e *Engine) run(j job) {
+	l := j.l
+	if !l.rate.Allow() {
+		e.limited.Add(1)
+		e.log.Warn("reaction rate exceeded: reactions skipped", "recipe", l.Recipe.Name, "rate", l.Policy.Limits.Rate, "uuid", j.ev.UUID)
+		return
+	}
+	n := len(l.Recipe.Reactions)
+	if n == 1 {
+		e.react(j, 0)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			e.react(j, i)
+		}(i)
+	}
+	e.react(j, 0)
+	wg.Wait()
+}
+
+func (e *Engine) env(l *Loaded) *sandbox.Env {
+	w := e.cfg.Live
+	if l.Mode == policy.ModeDryRun {
+		w = e.cfg.DryRun
+	}
+	return &sandbox.Env{Policy: l.Policy, Mode: l.Mode, World: w, Clock: e.cfg.Clock, Audit: e.cfg.Audit,
+		Breaker: l.breaker, AllowPower: e.cfg.AllowPower, Log: e.log}
+}
+
+func (e *Engine) react(j job, i int) {
+	l := j.l
+	start := time.Now()
+	var tr *sandbox.Transcript
+	if p := l.programs[i]; p != nil {
+		tr = p.RunTargets(e.ctx, e.env(l), j.ev.UUID, j.payload, j.targets)
+	} else {
+		tr = e.shell(j, i)
+	}
+	took := time.Since(start)
+	e.reactions.Add(1)
+	if o := e.cfg.Observer; o != nil {
+		o.ObserveReaction(l.Recipe.Name, string(tr.Status), took)
+		for _, c := range tr.Calls {
+			if c.Denied {
+				if capability, ok := deniedCapability(c.Errno); ok {
+					o.Denied(capability)
+				} else if len(c.Errno) >= 8 && c.Errno[:8] == "disarmed" {
+					o.Disarmed(l.Recipe.Name)
+				}
+			}
+		}
+	}
+	lvl := slog.LevelInfo
+	if tr.Status != sandbox.StatusOK {
+		lvl = slog.LevelWarn
+	}
+	e.log.Log(e.ctx, lvl, "reaction done", "recipe", l.Recipe.Name, "reaction", i, "format", tr.Format,
+		"mode", tr.Mode, "status", tr.Status, "uuid", j.ev.UUID, "calls", len(tr.Calls), "took_us", took.Microseconds(),
+		"error", errorText(tr.Error))
+	for _, a := range tr.Alerts {
+		e.alert(j, a)
+	}
+}
+
+func errorText(ei *sandbox.ErrorInfo) string {
+	if ei == nil {
+		return ""
+	}
+	return ei.Name + ": " + ei.Message
+}
+
+// deniedCapability reads "capability denied: <cap> (<file>)".
+func deniedCapability(errno string) (string, bool) {
+	const p = "capability denied: "
+	if len(errno) <= len(p) || errno[:len(p)] != p {
+		return "", false
+	}
+	rest := errno[len(p):]
+	for k := 0; k < len(rest); k++ {
+		if rest[k] == ' ' || rest[k] == ':' {
+			return rest[:k], true
+		}
+	}
+	return rest, true
+}
+
+// alert emits a follow-up event: the detection's facts, the reaction's message as the note.
+func (e *Engine) alert(j job, a sandbox.Alert) {
+	d := *j.ev
+	d.UUID = enrich.NewUUID()
+	d.Timestamp = event.Stamp(e.cfg.Clock.Now())
+	d.Note = a.Msg
+	if a.Importance != "" {
+		d.Metadata.Importance = a.Importance
+	}
+	b, err := d.JSON()
+	if err != nil {
+		return
+	}
+	e.alerts.Add(1)
+	if e.cfg.Printer != nil {
+		e.cfg.Printer.Print(b)
+	}
+}
+
+// shell runs a shell reaction when the policy grants it; a refusal is audited like any denial.
+func (e *Engine) shell(j job, i int) *sandbox.Transcript {
+	l := j.l
+	tr := &sandbox.Transcript{Recipe: l.Recipe.Name, Reaction: i, Format: "shell", Mode: string(l.Mode),
+		Calls: []sandbox.Call{}, Logs: []sandbox.Log{}}
+	audit := func(result any, errno, outcome string) {
+		if e.cfg.Audit == nil {
+			return
+		}
+		r, _ := json.Marshal(result)
+		if _, err := e.cfg.Audit.AppendAudit(e.ctx, store.AuditEntry{Time: time.Now().UTC(), Recipe: l.Recipe.Name,
+			Reaction: i, EventUUID: j.ev.UUID, Helper: "shell", Args: "[]", Result: string(r), Errno: errno,
+			Outcome: outcome, Mode: string(l.Mode)}); err != nil {
+			e.log.Error("audit write failed", "recipe", l.Recipe.Name, "err", err)
+		}
+	}
+	if !l.Policy.Granted(policy.CapShell) {
+		msg := fmt.Sprintf("capability denied: %s (%s)", policy.CapShell, l.Policy.Source)
+		tr.Status, tr.Error = sandbox.StatusError, &sandbox.ErrorInfo{Name: "CapabilityError", Message: msg}
+		tr.Calls = append(tr.Calls, sandbox.Call{Helper: "shell", Args: []string{}, Result: -1, Errno: msg, Denied: true})
+		audit(-1, msg, "denied")
+		return tr
+	}
+	if l.Mode == policy.ModeDryRun {
+		tr.Status = sandbox.StatusOK
+		tr.Calls = append(tr.Calls, sandbox.Call{Helper: "shell", Args: []string{}, Result: 0})
+		audit(0, "", "would")
+		return tr
+	}
+	res := shell.Run(e.ctx, shell.Spec{Code: l.Recipe.Reactions[i].Code, Event: j.payload, TempRoot: e.cfg.ShellTempDir,
+		Timeout: shellTimeout(l.Policy), Recipe: l.Recipe.Name, Index: i, UUID: j.ev.UUID, Logger: e.log})
+	tr.DurationUS = res.Duration.Microseconds()
+	switch res.Status {
+	case shell.StatusOK:
+		tr.Status = sandbox.StatusOK
+	case shell.StatusTimeout:
+		tr.Status = sandbox.StatusTimeout
+	default:
+		tr.Status = sandbox.StatusError
+	}
+	if res.Err != nil {
+		tr.Error = &sandbox.ErrorInfo{Name: "ShellError", Message: res.Err.Error()}
+	}
+	tr.Calls = append(tr.Calls, sandbox.Call{Helper: "shell", Args: []string{}, Result: res.ExitCode})
+	errno := ""
+	if res.Err != nil {
+		errno = res.Err.Error()
+	}
+	audit(res.ExitCode, errno, "done")
+	return tr
+}
+
+// shellTimeout is the policy's timeout when it set a longer one than the JS default, else 5 s.
+func shellTimeout(p *policy.Policy) time.Duration {
+	if p.Limits.Timeout > time.Second {
+		return p.Limits.Timeout
+	}
+	return shell.DefaultTimeout
+}

@@ -1,0 +1,369 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jibril-rt/jibril/engine/event"
+	"github.com/jibril-rt/jibril/sandbox"
+	"github.com/jibril-rt/jibril/store"
+)
+
+// capture is a printer that keeps what it is given.
+type capture struct {
+	mu  sync.Mutex
+	evs []map[string]any
+}
+
+func (c *capture) Print(b []byte) {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		panic(err)
+	}
+	c.mu.Lock()
+	c.evs = append(c.evs, m)
+	c.mu.Unlock()
+}
+
+func (c *capture) names() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, e := range c.evs {
+		md := e["metadata"].(map[string]any)
+		n := md["name"].(string)
+		if note, _ := e["note"].(string); strings.HasPrefix(note, "alert:") {
+			n += "+" + note
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+type rig struct {
+	e     *Engine
+	out   *capture
+	rec   *sandbox.Recorder
+	st    *store.Store
+	dir   string
+	srcs  []Source
+	opt   LoadOptions
+	shell string
+}
+
+func newRig(t *testing.T, files map[string]string, cfg func(*Config)) *rig {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	for n, c := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host, err := sandbox.NewHost(ctx, sandbox.HostConfig{CacheDir: filepath.Join(os.TempDir(), "jibril-test-wazero-cache")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "j.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &sandbox.Recorder{}
+	w := sandbox.World{Proc: rec, Net: rec, Power: rec, Store: st}
+	r := &rig{out: &capture{}, rec: rec, st: st, dir: dir, srcs: []Source{DirSource(dir)}, shell: t.TempDir()}
+	c := Config{Host: host, Printer: r.out, Live: w, DryRun: w, Audit: st, Workers: 2, ShellTempDir: r.shell}
+	if cfg != nil {
+		cfg(&c)
+	}
+	r.e = New(c)
+	r.opt = LoadOptions{DefaultPolicy: "strict"}
+	set := r.e.Load(ctx, r.srcs, r.opt)
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = r.e.Close(cctx)
+		_ = host.Close(cctx)
+		_ = st.Close()
+	})
+	if len(set.Errors) > 0 && files["expect-errors"] == "" {
+		t.Fatalf("load errors:\n%s", errorLines(set.Errors))
+	}
+	return r
+}
+
+// settle waits until the engine has finished n reactions.
+func (r *rig) settle(t *testing.T, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for r.e.Stats().Reactions < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d reactions finished", r.e.Stats().Reactions, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (r *rig) audit(t *testing.T) []store.AuditEntry {
+	t.Helper()
+	rows, err := r.st.ListAudit(context.Background(), store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+const minerRecipe = `- kind: crypto_miner
+  name: miner_exec
+  mechanism: execution
+  importance: critical
+  base: xmrig
+  reactions:
+    - format: js
+      code: |
+        function process(data) {
+          Error("miner " + data.process.exe);
+          if (KillCurrent() !== 0) Warn(Errno());
+          Alert("alert: killed " + data.process.pid, "high");
+        }
+`
+
+const minerPolicy = `recipe: miner_exec
+mode: enforce
+capabilities:
+  process.kill: [current]
+`
+
+func TestDetectionPrintedAndReactionRun(t *testing.T) {
+	r := newRig(t, map[string]string{"miner.yaml": minerRecipe, "miner_exec.policy.yaml": minerPolicy}, nil)
+	if n := r.e.Handle(event.Sample(event.TypeExecution)); n != 1 {
+		t.Fatalf("detections = %d, want 1", n)
+	}
+	r.settle(t, 1)
+	if got := r.rec.Effects; len(got) != 1 || got[0] != "Kill 4242" {
+		t.Fatalf("effects = %q, want [Kill 4242]", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.out.names()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	names := r.out.names()
+	if len(names) != 2 || names[0] != "miner_exec" || names[1] != "miner_exec+alert: killed 4242" {
+		t.Fatalf("printed = %q", names)
+	}
+	rows := r.audit(t)
+	if len(rows) != 1 || rows[0].Helper != "KillCurrent" || rows[0].Outcome != "done" || rows[0].Recipe != "miner_exec" {
+		t.Fatalf("audit = %+v", rows)
+	}
+}
+
+func TestNoMatchNoDetection(t *testing.T) {
+	r := newRig(t, map[string]string{"miner.yaml": minerRecipe}, nil)
+	ev := event.Sample(event.TypeExecution)
+	ev.File.SetPath("/usr/bin/true")
+	ev.Process.Exe = "/usr/bin/true"
+	if n := r.e.Handle(ev); n != 0 {
+		t.Fatalf("detections = %d, want 0", n)
+	}
+	if s := r.e.Stats(); s.Detections != 0 || s.Events != 1 {
+		t.Fatalf("stats = %+v", s)
+	}
+}
+
+func TestStrictDefaultDeniesAndAudits(t *testing.T) {
+	r := newRig(t, map[string]string{"miner.yaml": minerRecipe}, nil) // no policy file: strict
+	r.e.Handle(event.Sample(event.TypeExecution))
+	r.settle(t, 1)
+	if len(r.rec.Effects) != 0 {
+		t.Fatalf("effects under strict default: %q", r.rec.Effects)
+	}
+	rows := r.audit(t)
+	if len(rows) != 1 || rows[0].Outcome != "denied" || !strings.Contains(rows[0].Errno, "capability denied: process.kill") {
+		t.Fatalf("audit = %+v", rows)
+	}
+}
+
+func TestModes(t *testing.T) {
+	for _, tc := range []struct {
+		name, mode string
+		dryRun     bool
+		effects    int
+		outcome    string
+		reactions  uint64
+	}{
+		{"enforce", "enforce", false, 1, "done", 1},
+		{"dry-run policy", "dry-run", false, 1, "would", 1},
+		{"daemon --dry-run", "enforce", true, 1, "would", 1},
+		{"off", "off", false, 0, "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			live := &sandbox.Recorder{}
+			r := newRig(t, map[string]string{"miner.yaml": minerRecipe,
+				"miner_exec.policy.yaml": strings.Replace(minerPolicy, "mode: enforce", "mode: "+tc.mode, 1)},
+				func(c *Config) { c.Live.Proc = live })
+			r.opt.DryRun = tc.dryRun
+			r.e.Load(context.Background(), r.srcs, r.opt)
+			r.e.Handle(event.Sample(event.TypeExecution))
+			if tc.reactions > 0 {
+				r.settle(t, tc.reactions)
+			}
+			var got int
+			if tc.outcome == "done" {
+				got = len(live.Effects)
+				if len(r.rec.Effects) != 0 {
+					t.Fatalf("enforce acted on the dry-run world: %q", r.rec.Effects)
+				}
+			} else {
+				got = len(r.rec.Effects)
+				if len(live.Effects) != 0 {
+					t.Fatalf("%s acted on the live world: %q", tc.name, live.Effects)
+				}
+			}
+			if got != tc.effects {
+				t.Fatalf("effects = %d, want %d", got, tc.effects)
+			}
+			rows := r.audit(t)
+			if tc.outcome == "" {
+				if len(rows) != 0 || r.e.Stats().Detections != 1 {
+					t.Fatalf("mode off: audit %+v, stats %+v", rows, r.e.Stats())
+				}
+				return
+			}
+			if len(rows) != 1 || rows[0].Outcome != tc.outcome {
+				t.Fatalf("audit = %+v, want outcome %s", rows, tc.outcome)
+			}
+		})
+	}
+}
+
+func TestBrokenRecipeDoesNotStopOthers(t *testing.T) {
+	broken := "- kind: x\n  name: broken\n  mechanism: execution\n  base: a\n  colour: red\n"
+	r := newRig(t, map[string]string{"miner.yaml": minerRecipe, "a_broken.yaml": broken, "expect-errors": "x"}, nil)
+	set := r.e.Current()
+	if got := set.Names(); len(got) != 1 || got[0] != "miner_exec" {
+		t.Fatalf("loaded = %q", got)
+	}
+	if len(set.Errors) != 1 || !strings.Contains(set.Errors[0].Error(), "a_broken.yaml:5") || !strings.Contains(set.Errors[0].Error(), "colour") {
+		t.Fatalf("errors = %v", set.Errors)
+	}
+}
+
+func TestBadPolicyRejectsItsRecipe(t *testing.T) {
+	r := newRig(t, map[string]string{"miner.yaml": minerRecipe, "expect-errors": "x",
+		"miner_exec.policy.yaml": "recipe: miner_exec\ncapabilities:\n  process.explode: true\n"}, nil)
+	set := r.e.Current()
+	if len(set.Recipes) != 0 || len(set.Errors) != 1 || !strings.Contains(set.Errors[0].Error(), "process.explode") {
+		t.Fatalf("recipes %q errors %v", set.Names(), set.Errors)
+	}
+}
+
+func TestHotReload(t *testing.T) {
+	r := newRig(t, map[string]string{"miner.yaml": minerRecipe}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	loaded := make(chan *Set, 4)
+	go r.e.Watch(ctx, r.srcs, r.opt, 20*time.Millisecond, nil, func(s *Set) { loaded <- s })
+	second := strings.NewReplacer("miner_exec", "second", "xmrig", "minerd").Replace(minerRecipe)
+	if err := os.WriteFile(filepath.Join(r.dir, "second.yaml"), []byte(second), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-loaded:
+		if got := s.Names(); len(got) != 2 {
+			t.Fatalf("after reload: %q (errors %v)", got, s.Errors)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reload after adding a recipe file")
+	}
+	ev := event.Sample(event.TypeExecution)
+	ev.File.SetPath("/tmp/minerd")
+	if n := r.e.Handle(ev); n != 1 {
+		t.Fatalf("the reloaded recipe did not match: %d", n)
+	}
+	// A broken edit is reported and the rest keeps working.
+	if err := os.WriteFile(filepath.Join(r.dir, "second.yaml"), []byte("- kind: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-loaded:
+		if got := s.Names(); len(got) != 1 || got[0] != "miner_exec" || len(s.Errors) == 0 {
+			t.Fatalf("after broken edit: %q errors %v", got, s.Errors)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reload after breaking a recipe file")
+	}
+}
+
+const shellRecipe = `- kind: k
+  name: shelly
+  mechanism: execution
+  base: xmrig
+  reactions:
+    - format: shell
+      code: |
+        printf '%s' "$REACTION_DATA" > "$OUT"
+`
+
+func TestShellReaction(t *testing.T) {
+	t.Run("denied without the shell capability", func(t *testing.T) {
+		r := newRig(t, map[string]string{"s.yaml": shellRecipe}, nil)
+		r.e.Handle(event.Sample(event.TypeExecution))
+		r.settle(t, 1)
+		rows := r.audit(t)
+		if len(rows) != 1 || rows[0].Helper != "shell" || rows[0].Outcome != "denied" {
+			t.Fatalf("audit = %+v", rows)
+		}
+	})
+	t.Run("granted: REACTION_DATA reaches the script", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "data.json")
+		code := strings.Replace(shellRecipe, `"$OUT"`, out, 1)
+		r := newRig(t, map[string]string{"s.yaml": code,
+			"shelly.policy.yaml": "recipe: shelly\nmode: enforce\ncapabilities:\n  shell: true\n"}, nil)
+		r.e.Handle(event.Sample(event.TypeExecution))
+		r.settle(t, 1)
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got event.Event
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("REACTION_DATA is not the event: %v: %s", err, b)
+		}
+		if got.Metadata.Name != "shelly" || got.Process.PID != 4242 {
+			t.Fatalf("REACTION_DATA = %+v", got)
+		}
+		rows := r.audit(t)
+		if len(rows) != 1 || rows[0].Outcome != "done" {
+			t.Fatalf("audit = %+v", rows)
+		}
+	})
+}
+
+func TestQueueFullDropsAreCounted(t *testing.T) {
+	slow := strings.Replace(minerRecipe, `Error("miner " + data.process.exe);`, `var t = Date.now(); while (true) {}`, 1)
+	r := newRig(t, map[string]string{"miner.yaml": slow}, func(c *Config) { c.Workers = 1; c.Queue = 1 })
+	for i := 0; i < 20; i++ {
+		r.e.Handle(event.Sample(event.TypeExecution))
+	}
+	s := r.e.Stats()
+	if s.Detections != 20 || s.QueueDropped == 0 || s.QueueDropped > 19 {
+		t.Fatalf("stats = %+v", s)
+	}
+	if got := len(r.out.names()); got > 20 {
+		t.Fatalf("printed %d", got)
+	}
+}
+
+func TestTargetsComeFromTheEngine(t *testing.T) {
+	ev := event.Sample(event.TypeNetworkPeer)
+	tg := TargetsOf(ev)
+	if tg.PID != int(ev.Process.PID) || len(tg.Ancestry) != len(ev.Background.Ancestry) ||
+		len(tg.RemoteAddrs) == 0 || tg.RemoteAddrs[0] != ev.Flow.Remote.Address {
+		t.Fatalf("targets = %+v", tg)
+	}
+}
