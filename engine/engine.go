@@ -58,9 +58,10 @@ type Config struct {
 type Stats struct {
 	Events        uint64 // events handed to Handle
 	Detections    uint64
-	Reactions     uint64 // reaction invocations finished
-	QueueDropped  uint64 // detections whose reactions were not run: the queue was full
-	RateLimited   uint64 // detections whose reactions were skipped by the policy's rate
+	Reactions     uint64            // reaction invocations finished
+	QueueDropped  uint64            // detections whose reactions were not run: their queue was full
+	DroppedBy     map[string]uint64 // QueueDropped per importance (critical, high, medium, low)
+	RateLimited   uint64            // detections whose reactions were skipped by the policy's rate
 	AlertsEmitted uint64
 }
 
@@ -71,13 +72,16 @@ type Engine struct {
 	log   *slog.Logger
 	set   atomic.Pointer[Set]
 	cache programCache
-	jobs  chan job
+	jobs  [numLevels]chan job // one queue per importance: a flood of low detections never delays a critical one
+	wake  chan struct{}
 	wg    sync.WaitGroup
 	stop  context.CancelFunc
 	ctx   context.Context
 
-	events, detections, reactions, dropped, limited, alerts atomic.Uint64
-	loadMu                                                  sync.Mutex
+	events, detections, reactions, limited, alerts atomic.Uint64
+	dropped                                        [numLevels]atomic.Uint64
+	closing                                        atomic.Bool
+	loadMu                                         sync.Mutex
 }
 
 type job struct {
@@ -103,8 +107,11 @@ func New(cfg Config) *Engine {
 		cfg.Clock = sandbox.SystemClock{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &Engine{cfg: cfg, host: cfg.Host, log: cfg.Log, jobs: make(chan job, cfg.Queue), ctx: ctx, stop: cancel,
-		cache: programCache{progs: map[string]*sandbox.Program{}}}
+	e := &Engine{cfg: cfg, host: cfg.Host, log: cfg.Log, ctx: ctx, stop: cancel,
+		cache: programCache{progs: map[string]*sandbox.Program{}}, wake: make(chan struct{}, cfg.Workers)}
+	for i := range e.jobs {
+		e.jobs[i] = make(chan job, cfg.Queue)
+	}
 	e.set.Store(&Set{})
 	for i := 0; i < cfg.Workers; i++ {
 		e.wg.Add(1)
@@ -130,8 +137,14 @@ func (e *Engine) Current() *Set { return e.set.Load() }
 
 // Stats returns the counters.
 func (e *Engine) Stats() Stats {
-	return Stats{Events: e.events.Load(), Detections: e.detections.Load(), Reactions: e.reactions.Load(),
-		QueueDropped: e.dropped.Load(), RateLimited: e.limited.Load(), AlertsEmitted: e.alerts.Load()}
+	st := Stats{Events: e.events.Load(), Detections: e.detections.Load(), Reactions: e.reactions.Load(),
+		RateLimited: e.limited.Load(), AlertsEmitted: e.alerts.Load(), DroppedBy: map[string]uint64{}}
+	for i := range e.dropped {
+		n := e.dropped[i].Load()
+		st.QueueDropped += n
+		st.DroppedBy[levelName(i)] = n
+	}
+	return st
 }
 
 // Close stops accepting work, lets queued reactions finish (bounded by ctx) and frees every
@@ -139,7 +152,13 @@ func (e *Engine) Stats() Stats {
 func (e *Engine) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
-		close(e.jobs)
+		e.closing.Store(true)
+		for i := 0; i < e.cfg.Workers; i++ {
+			select {
+			case e.wake <- struct{}{}:
+			default:
+			}
+		}
 		e.wg.Wait()
 		close(done)
 	}()
@@ -198,13 +217,18 @@ func (e *Engine) Handle(ev *event.Event) int {
 		if targets == nil {
 			targets = TargetsOf(ev)
 		}
+		lvl := level(l.Recipe.Importance)
 		set.inflight.Add(1)
 		select {
-		case e.jobs <- job{set: set, l: l, ev: det, payload: payload, targets: targets}:
+		case e.jobs[lvl] <- job{set: set, l: l, ev: det, payload: payload, targets: targets}:
+			select {
+			case e.wake <- struct{}{}:
+			default:
+			}
 		default:
 			set.inflight.Done()
-			e.dropped.Add(1)
-			e.log.Warn("reaction queue full: reactions dropped", "recipe", l.Recipe.Name, "uuid", det.UUID)
+			e.dropped[lvl].Add(1)
+			e.log.Warn("reaction queue full: reactions dropped", "recipe", l.Recipe.Name, "importance", levelName(lvl), "uuid", det.UUID)
 		}
 	}
 	return n
@@ -239,11 +263,56 @@ func TargetsOf(ev *event.Event) *sandbox.Targets {
 	return t
 }
 
+// Importance levels, most important first.
+const (
+	levelCritical = iota
+	levelHigh
+	levelMedium
+	levelLow
+	numLevels
+)
+
+func levelName(i int) string {
+	return [numLevels]string{"critical", "high", "medium", "low"}[i]
+}
+
+func level(imp recipes.Importance) int {
+	switch imp {
+	case recipes.ImportanceCritical:
+		return levelCritical
+	case recipes.ImportanceHigh:
+		return levelHigh
+	case recipes.ImportanceLow:
+		return levelLow
+	default:
+		return levelMedium
+	}
+}
+
+// next takes the most important queued job, or reports false when there is none.
+func (e *Engine) next() (job, bool) {
+	for i := range e.jobs {
+		select {
+		case j := <-e.jobs[i]:
+			return j, true
+		default:
+		}
+	}
+	return job{}, false
+}
+
 func (e *Engine) worker() {
 	defer e.wg.Done()
-	for j := range e.jobs {
-		e.run(j)
-		j.set.inflight.Done()
+	for {
+		if j, ok := e.next(); ok {
+			e.run(j)
+			j.set.inflight.Done()
+			continue
+		}
+		if e.closing.Load() {
+			return
+		}
+		<-e.wake
 	}
 }
 
@@ -415,4 +484,16 @@ func shellTimeout(p *policy.Policy) time.Duration {
 		return p.Limits.Timeout
 	}
 	return shell.DefaultTimeout
+}
+
+// Notice prints an event about jibril itself (event loss, degraded features) to the printers,
+// so that whoever reads detections also learns what jibril could not see or do.
+func (e *Engine) Notice(name, note, importance string) {
+	ev := &event.Event{UUID: enrich.NewUUID(), Timestamp: event.Stamp(e.cfg.Clock.Now()), EventType: "jibril",
+		Note: note, Metadata: event.Metadata{Kind: "jibril_health", Name: name, Format: "jibril", Importance: importance}}
+	b, err := ev.JSON()
+	if err != nil || e.cfg.Printer == nil {
+		return
+	}
+	e.cfg.Printer.Print(b)
 }

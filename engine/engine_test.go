@@ -280,10 +280,8 @@ func TestHotReload(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no reload after adding a recipe file")
 	}
-	ev := event.Sample(event.TypeExecution)
-	ev.File.SetPath("/tmp/minerd")
-	if n := r.e.Handle(ev); n != 1 {
-		t.Fatalf("the reloaded recipe did not match: %d", n)
+	if n := r.e.Handle(minerd()); n != 1 || r.out.names()[0] != "second" {
+		t.Fatalf("the reloaded recipe did not match: %d %q", n, r.out.names())
 	}
 	// A broken edit is reported and the rest keeps working.
 	if err := os.WriteFile(filepath.Join(r.dir, "second.yaml"), []byte("- kind: [\n"), 0o600); err != nil {
@@ -365,5 +363,44 @@ func TestTargetsComeFromTheEngine(t *testing.T) {
 	if tg.PID != int(ev.Process.PID) || len(tg.Ancestry) != len(ev.Background.Ancestry) ||
 		len(tg.RemoteAddrs) == 0 || tg.RemoteAddrs[0] != ev.Flow.Remote.Address {
 		t.Fatalf("targets = %+v", tg)
+	}
+}
+
+// minerd is an execution of /tmp/minerd (the sample is /tmp/.cache/xmrig).
+func minerd() *event.Event {
+	ev := event.Sample(event.TypeExecution)
+	ev.File.SetPath("/tmp/minerd")
+	ev.Process.Exe = "/tmp/minerd"
+	ev.Process.Comm = "minerd"
+	ev.Process.SetArgv([]string{"/tmp/minerd"})
+	ev.Background.Ancestry[len(ev.Background.Ancestry)-1].Exe = "/tmp/minerd"
+	return ev
+}
+
+func TestLowImportanceFloodNeverDropsCritical(t *testing.T) {
+	low := strings.NewReplacer("miner_exec", "noisy", "importance: critical", "importance: low",
+		`Error("miner " + data.process.exe);`, `var t0 = Date.now(); while (true) {}`).Replace(minerRecipe)
+	crit := strings.NewReplacer("base: xmrig", "base: minerd").Replace(minerRecipe)
+	r := newRig(t, map[string]string{"low.yaml": low, "crit.yaml": crit, "miner_exec.policy.yaml": minerPolicy},
+		func(c *Config) { c.Workers = 1; c.Queue = 2 })
+	for i := 0; i < 20; i++ {
+		r.e.Handle(event.Sample(event.TypeExecution)) // xmrig: the noisy, slow, low recipe
+	}
+	if n := r.e.Handle(minerd()); n != 1 {
+		t.Fatalf("critical detections = %d", n)
+	}
+	s := r.e.Stats()
+	if s.DroppedBy["low"] == 0 || s.DroppedBy["critical"] != 0 {
+		t.Fatalf("dropped = %v", s.DroppedBy)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if len(r.rec.Recorded()) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the critical reaction did not run behind the low flood: %+v %v", r.e.Stats(), r.e.Current().Errors)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -78,7 +78,10 @@ type LoadOptions struct {
 	PolicyDir     string        // extra place to look for <name>.policy.yaml ("" = next to the recipe only)
 	Ceiling       policy.Limits // the daemon's own limits: policies may not exceed them
 	DryRun        bool          // force dry-run for every recipe
-	Clock         policy.Clock
+	// Modes overrides the mode of named recipes (the operator's word beats the recipe's and
+	// its policy's): how a built-in recipe shipped in dry-run is switched to enforce.
+	Modes map[string]policy.Mode
+	Clock policy.Clock
 }
 
 // parsed is one recipe with where to find its policy.
@@ -297,7 +300,11 @@ func (e *Engine) load(ctx context.Context, p parsed, opt LoadOptions, clock poli
 	if err != nil {
 		return nil, err
 	}
-	l := &Loaded{Recipe: r, Policy: pol, Mode: effectiveMode(r, pol, opt.DryRun), matcher: m,
+	mode := effectiveMode(r, pol, opt.DryRun)
+	if om, ok := opt.Modes[r.Name]; ok && !(opt.DryRun && om == policy.ModeEnforce) {
+		mode = om
+	}
+	l := &Loaded{Recipe: r, Policy: pol, Mode: mode, matcher: m,
 		prefilter: m.Prefilter(), times: match.NewLimiter(r.Times),
 		rate: policy.NewLimiter(pol.Limits.Rate, clock), breaker: policy.NewBreaker(pol.Limits.Disarm, clock)}
 	if !r.Enabled {

@@ -30,6 +30,13 @@ func (r *Recorder) note(s string) {
 	r.mu.Unlock()
 }
 
+// Recorded returns a copy of the effects recorded so far.
+func (r *Recorder) Recorded() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.Effects...)
+}
+
 // Check applies the floor, tolerating targets that are not running here.
 func (r *Recorder) Check(t proc.Target) error {
 	if r.Floor == nil {

@@ -90,6 +90,7 @@ type invocation struct {
 	uuid       string
 	event      []byte
 	ev         *Targets
+	secs       sections
 	evErr      error
 	errno      string
 	calls      int

@@ -87,14 +87,55 @@ func factory(source string) string {
 	return "(function () {" + source + "\n;return typeof process === \"function\" ? process : undefined;\n})"
 }
 
-// runnerMaker turns a factory into the function the host calls once per event.
-const runnerMaker = `(function (factory) {
+// runnerMaker turns a factory into the function the host calls once per event. SEC(i) is the
+// host function that returns the JSON text of the event's i-th top-level member.
+//
+// The event arrives lazily: data is a proxy over an object that has every member of the event,
+// each a placeholder until first read, when that member alone is parsed (JSON.parse costs what
+// the keys cost, and a reaction reads two or three of the ten members). Reads, writes, deletes,
+// Object.keys, for-in, JSON.stringify and Object.freeze behave as on the plain object. When the
+// host passes the JSON text instead, the event is parsed whole.
+const runnerMaker = `(function (factory, SEC) {
   "use strict";
-  var g = globalThis;
-  return function (u, json) {
-    if (json === undefined) return typeof factory() === "function"; // load-time probe
+  var g = globalThis, JP = JSON.parse, RGOPD = Reflect.getOwnPropertyDescriptor, RPE = Reflect.preventExtensions, RSET = Reflect.set;
+  var P = Object.freeze(Object.create(null));
+  var shapes = new Map();
+  var shapeOf = function (s) {
+    var sh = shapes.get(s);
+    if (sh !== undefined) return sh;
+    var parts = s === "" ? [] : s.split("\x1f"), keys = [], idx = Object.create(null), alias = "";
+    for (var i = 0; i < parts.length; i++) {
+      var k = parts[i];
+      if (k.charCodeAt(0) === 1) { k = k.slice(1); alias = k; }
+      keys.push(k);
+      idx[k] = i;
+    }
+    sh = { keys: keys, idx: idx, alias: alias };
+    if (shapes.size >= 64) shapes.clear();
+    shapes.set(s, sh);
+    return sh;
+  };
+  var load = function (h, t, k) {
+    var v = k === h.s.alias ? { background: GET.call(h, t, "background") } : JP(SEC(h.s.idx[k]));
+    RSET(t, k, v);
+    return v;
+  };
+  var GET = function (t, k) { var v = t[k]; return v === P ? load(this, t, k) : v; };
+  var GOPD = function (t, k) { if (t[k] === P) load(this, t, k); return RGOPD(t, k); };
+  var PE = function (t) {
+    var ks = this.s.keys;
+    for (var i = 0; i < ks.length; i++) if (t[ks[i]] === P) load(this, t, ks[i]);
+    return RPE(t);
+  };
+  var lazy = function (shape) {
+    var sh = shapeOf(shape), t = {}, ks = sh.keys;
+    for (var i = 0; i < ks.length; i++) t[ks[i]] = P;
+    return new Proxy(t, { get: GET, getOwnPropertyDescriptor: GOPD, preventExtensions: PE, s: sh });
+  };
+  return function (u, shape, json) {
+    if (shape === undefined) return typeof factory() === "function"; // load-time probe
     g.uuid = u;
-    var d = JSON.parse(json);
+    var d = json !== "" ? JP(json) : lazy(shape);
     g.data = d;
     try {
       var p = factory();

@@ -5,6 +5,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -160,7 +161,12 @@ func (h *Host) Compile(ctx context.Context, r Reaction, lim Limits, maxInstances
 	if err != nil {
 		return nil, fmt.Errorf("compile runner: %w", err)
 	}
-	run, err := in.Call(maker, fac)
+	sec, err := in.NewFunction("section", 1, section)
+	if err != nil {
+		return nil, err
+	}
+	run, err := in.Call(maker, fac, sec)
+	in.Free(sec)
 	if err != nil {
 		return nil, fmt.Errorf("make runner: %w", err)
 	}
@@ -277,8 +283,10 @@ func (p *Program) release(in *qjs.Instance, recycle bool) {
 	}
 }
 
-// Close frees the pooled instances.
+// Close frees the pooled instances and the image they start from (instances still running
+// keep their own mapping of it).
 func (p *Program) Close() {
+	p.snap.Close()
 	for {
 		select {
 		case in := <-p.idle:
@@ -326,16 +334,37 @@ func (p *Program) invoke(in *qjs.Instance, inv *invocation, uuid string, event [
 	}
 	in.SetDeadline(time.Now().Add(p.lim.Timeout))
 	defer in.SetDeadline(time.Time{})
+	// The engine's own events are valid JSON by construction (inv.ev set); others are checked
+	// here, and anything the lazy form cannot carry is handed over whole.
+	lazy := false
+	if inv.ev != nil || json.Valid(event) {
+		inv.secs, lazy = splitSections(event)
+	}
 	u, err := in.NewString(uuid)
 	if err == nil {
-		var ev qjs.Value
-		ev, err = in.NewString(string(event))
+		var shape, ev qjs.Value
+		if lazy {
+			shape, err = in.NewString(inv.secs.shape)
+			if err == nil {
+				ev, err = in.NewString("")
+			}
+		} else {
+			shape, err = in.NewString("")
+			if err == nil {
+				ev, err = in.NewString(string(event))
+			}
+			if len(event) == 0 {
+				in.Free(ev)
+				ev, err = in.NewString(" ") // whole and empty: JSON.parse reports it
+			}
+		}
 		if err == nil {
 			var r qjs.Value
-			r, err = in.Call(p.runner, u, ev)
+			r, err = in.Call(p.runner, u, shape, ev)
 			in.Free(r)
-			in.Free(ev)
 		}
+		in.Free(shape)
+		in.Free(ev)
 		in.Free(u)
 	}
 	switch {
@@ -359,6 +388,26 @@ func (p *Program) invoke(in *qjs.Instance, inv *invocation, uuid string, event [
 		t.Status, t.Error = StatusError, &ErrorInfo{Name: "InternalError", Message: err.Error()}
 	}
 	return true
+}
+
+// section is the host side of the lazy event: the JSON text of the current event's i-th
+// top-level member.
+func section(in *qjs.Instance, args []qjs.Value) qjs.Value {
+	st, _ := in.User.(*instState)
+	if st == nil || st.call == nil || len(args) != 1 {
+		return 0
+	}
+	f, err := in.Number(args[0])
+	inv := st.call
+	if err != nil || f < 0 || int(f) >= len(inv.secs.spans) || float64(int(f)) != f {
+		return 0
+	}
+	sp := inv.secs.spans[int(f)]
+	v, err := in.NewString(string(inv.event[sp[0]:sp[1]]))
+	if err != nil {
+		return 0
+	}
+	return v
 }
 
 // newRand is the live random source: seeded from the OS per invocation.
