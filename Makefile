@@ -31,9 +31,26 @@ vet: wasm
 
 test: vet build
 	$(GO) test -p 2 -timeout 25m -count=1 $(PKGS)
+	./bin/jibril test
+
+demo: build
+	sh tests/demo/demo.sh
 
 bench: build
 	$(GO) run ./cmd/jibril-bench -out bench/results.json -md BENCHMARKS.md
+
+# Runs every fuzz target for $(FUZZTIME), one after another. A crasher is written to the
+# package's testdata/fuzz/<target>/ and from then on runs with every plain go test.
+FUZZTIME ?= 5m
+
+fuzz: wasm
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./recipes
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./recipes/policy
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./bpf
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./engine/event
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAnswer$$' -fuzztime $(FUZZTIME) ./engine/dnscache
+	$(GO) test -run '^$$' -fuzz '^FuzzCompileMatch$$' -fuzztime $(FUZZTIME) ./engine/match
+	$(GO) test -run '^$$' -fuzz '^FuzzHelperABI$$' -fuzztime $(FUZZTIME) ./sandbox
 
 # Regenerates what is derived from third-party inputs: the QuickJS name table and the BPF objects
 # (the latter with the pinned clang from Debian, see bpf/README.md).
