@@ -86,6 +86,14 @@ func (e *DNSEvent) addAddr(a netip.Addr, ttl uint32) {
 	e.Addrs = append(e.Addrs, a)
 }
 
+// normName lower-cases ASCII letters only, as DNS compares names: strings.ToLower would turn
+// every invalid UTF-8 byte into U+FFFD, merging distinct names and growing them past 255 bytes.
 func normName(n dnsmessage.Name) string {
-	return strings.ToLower(strings.TrimSuffix(n.String(), "."))
+	b := []byte(strings.TrimSuffix(n.String(), "."))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }

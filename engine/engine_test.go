@@ -269,31 +269,43 @@ func TestHotReload(t *testing.T) {
 	loaded := make(chan *Set, 4)
 	go r.e.Watch(ctx, r.srcs, r.opt, 20*time.Millisecond, nil, func(s *Set) { loaded <- s })
 	second := strings.NewReplacer("miner_exec", "second", "xmrig", "minerd").Replace(minerRecipe)
-	if err := os.WriteFile(filepath.Join(r.dir, "second.yaml"), []byte(second), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case s := <-loaded:
-		if got := s.Names(); len(got) != 2 {
-			t.Fatalf("after reload: %q (errors %v)", got, s.Errors)
+	writeAtomic(t, filepath.Join(r.dir, "second.yaml"), second)
+	for done := false; !done; {
+		select {
+		case s := <-loaded:
+			done = len(s.Names()) == 2
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no reload with the added recipe file: %q %v", r.e.Current().Names(), r.e.Current().Errors)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no reload after adding a recipe file")
 	}
 	if n := r.e.Handle(minerd()); n != 1 || r.out.names()[0] != "second" {
 		t.Fatalf("the reloaded recipe did not match: %d %q", n, r.out.names())
 	}
-	// A broken edit is reported and the rest keeps working.
-	if err := os.WriteFile(filepath.Join(r.dir, "second.yaml"), []byte("- kind: [\n"), 0o600); err != nil {
+	// A broken edit is reported and the rest keeps working. Editors replace files by renaming;
+	// a reload that catches a half-written file is followed by another on the next change.
+	writeAtomic(t, filepath.Join(r.dir, "second.yaml"), "- kind: [\n")
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-loaded:
+			if got := s.Names(); len(got) == 1 && got[0] == "miner_exec" && len(s.Errors) > 0 {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no reload reporting the broken file: %q %v", r.e.Current().Names(), r.e.Current().Errors)
+		}
+	}
+}
+
+// writeAtomic replaces a file the way editors do: a hidden temporary file renamed over it.
+func writeAtomic(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".swp")
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case s := <-loaded:
-		if got := s.Names(); len(got) != 1 || got[0] != "miner_exec" || len(s.Errors) == 0 {
-			t.Fatalf("after broken edit: %q errors %v", got, s.Errors)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no reload after breaking a recipe file")
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -685,6 +685,11 @@ func checkDomain(d string, kind DomainMatch) string {
 	if len(d) > 253 {
 		return "longer than 253 characters"
 	}
+	// Only one final dot is dropped: a second one is an empty label, and keeping it would give
+	// a pattern that no name (always without its final dot) ever matches.
+	if d[len(d)-1] == '.' {
+		return "ends with an empty label"
+	}
 	for i, r := range d {
 		switch {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
@@ -782,11 +787,18 @@ func (p *parser) pathEntry(prefix string, dirN, baseN, regexN *yaml.Node) (PathM
 		pm.Line = dirN.Line
 		if s, sok := p.str(prefix+"dir", dirN); sok {
 			s = strings.TrimSpace(s)
-			if !strings.HasPrefix(s, "/") {
+			c := path.Clean(s)
+			switch {
+			case !strings.HasPrefix(s, "/"):
 				p.fail(dirN.Line, prefix+"dir", "%q is not an absolute directory", s)
 				ok = false
-			} else {
-				pm.Dir = path.Clean(s)
+			case strings.TrimSpace(c) != c:
+				// "/ /" cleans to "/ ", which reads back as "/": refuse rather than let the
+				// meaning depend on how the path was spelled.
+				p.fail(dirN.Line, prefix+"dir", "%q ends with white space once cleaned", s)
+				ok = false
+			default:
+				pm.Dir = c
 			}
 		} else {
 			ok = false

@@ -12,6 +12,7 @@ import (
 
 	qjs "github.com/jibril-rt/jibril/quickjs-wasm"
 	"github.com/jibril-rt/jibril/recipes/policy"
+	"github.com/jibril-rt/jibril/sandbox/fsguard"
 	"github.com/jibril-rt/jibril/sandbox/netblock"
 	"github.com/jibril-rt/jibril/sandbox/proc"
 )
@@ -236,6 +237,9 @@ func (inv *invocation) dispatch(in *qjs.Instance, h helper, args []string) any {
 	} else {
 		res, err = h.fn(inv, args)
 	}
+	if err != nil && floorRefusal(err) {
+		err = refuse("%v", err) // the safety floor, reached in the world: audited as a refusal
+	}
 	if err != nil {
 		res = failure(h.ret)
 		inv.errno = err.Error()
@@ -259,6 +263,19 @@ func (inv *invocation) dispatch(in *qjs.Instance, h helper, args []string) any {
 		inv.t.Calls = append(inv.t.Calls, call)
 	}
 	return res
+}
+
+// floorRefusal tells the safety floor's refusals, as the live world reports them (a
+// protected network, a write under /proc, /sys or /dev, a protected process), from
+// failures. A tree kill that stopped at a protected member did kill the rest: a failure.
+func floorRefusal(err error) bool {
+	var d *denial
+	var tree *proc.TreeError
+	switch {
+	case errors.As(err, &d), errors.As(err, &tree):
+		return false
+	}
+	return errors.Is(err, netblock.ErrProtected) || errors.Is(err, fsguard.ErrProtected) || errors.Is(err, proc.ErrRefused)
 }
 
 func failure(r ret) any {
@@ -465,6 +482,11 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("invalid CIDR %q", s)
+		}
+		// An IPv4-mapped range is an IPv4 one (the kernel sees IPv4 packets): unmapped, the
+		// floor sees ::ffff:0.0.0.0/96 for what it is, everything.
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 		}
 		return p.Masked(), nil
 	}

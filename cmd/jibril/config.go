@@ -41,6 +41,20 @@ type daemonConfig struct {
 	Engine        engineConfig   `koanf:"engine"`
 	Sensors       sensorsConfig  `koanf:"sensors"`
 	ReloadEvery   time.Duration  `koanf:"reload_every"`
+	Loss          lossConfig     `koanf:"loss"`
+	Confine       confineConfig  `koanf:"confine"`
+	// RecipeModes switches named recipes to enforce, dry-run or off, whatever they ship with.
+	RecipeModes map[string]string `koanf:"recipe_modes"`
+
+	EnvIgnored []string `koanf:"-"` // JIBRIL_* variables that name no setting
+}
+
+// lossConfig says what to do when events are lost: sensor ring buffers or channels full, or
+// reactions dropped because their queue was full.
+type lossConfig struct {
+	Every     time.Duration `koanf:"every"`     // how often loss is checked
+	Threshold uint64        `koanf:"threshold"` // lost events per check that trigger Action
+	Action    string        `koanf:"action"`    // log | alert | exit
 }
 
 type metricsConfig struct {
@@ -72,6 +86,11 @@ type sensorsConfig struct {
 	File         bool `koanf:"file"`
 	Net          bool `koanf:"net"`
 	DNS          bool `koanf:"dns"`
+	// ChannelSize bounds each sensor stream's channel (0: the default, 4096); FileRingBytes
+	// sizes the file ring buffer (0: the default, 16 MiB). Small values make loss easy to
+	// provoke: the loss watcher and its tests rely on them.
+	ChannelSize   int              `koanf:"channel_size"`
+	FileRingBytes printer.ByteSize `koanf:"file_ring_bytes"`
 }
 
 func defaultDaemonConfig(stateDir string) daemonConfig {
@@ -87,6 +106,8 @@ func defaultDaemonConfig(stateDir string) daemonConfig {
 		Engine:        engineConfig{Queue: 1024, Instances: 4},
 		Sensors:       sensorsConfig{RealtimeExec: true, File: true, Net: true, DNS: true},
 		ReloadEvery:   time.Second,
+		Loss:          lossConfig{Every: 10 * time.Second, Threshold: 1000, Action: "alert"},
+		Confine:       confineConfig{Enabled: true},
 	}
 }
 
@@ -125,10 +146,28 @@ func loadDaemonConfig(path string, explicit bool, environ []string, defaults dae
 	if err != nil {
 		return cfg, fmt.Errorf("environment: %v", err)
 	}
-	if err := decode(ek, &cfg); err != nil {
-		return cfg, fmt.Errorf("environment JIBRIL_*: %v", oneLine(err))
+	// The environment is shared with everything else on the host: a JIBRIL_* variable that
+	// names no setting is ignored (and reported by the daemon), never fatal. A setting given
+	// a bad value still is.
+	for range 64 {
+		err := decode(ek, &cfg)
+		if err == nil {
+			return cfg, nil
+		}
+		m := invalidKeys.FindStringSubmatch(err.Error())
+		if m == nil {
+			return cfg, fmt.Errorf("environment JIBRIL_*: %v", oneLine(err))
+		}
+		for _, k := range strings.Split(m[2], ",") {
+			key := strings.TrimSpace(k)
+			if m[1] != "" {
+				key = m[1] + "." + key
+			}
+			ek.Delete(key)
+			cfg.EnvIgnored = append(cfg.EnvIgnored, "JIBRIL_"+strings.ToUpper(strings.ReplaceAll(key, ".", "__")))
+		}
 	}
-	return cfg, nil
+	return cfg, errors.New("environment JIBRIL_*: too many unknown variables")
 }
 
 func decode(k *koanf.Koanf, out *daemonConfig) error {
@@ -150,6 +189,21 @@ func (c *daemonConfig) validate() error {
 	if c.DefaultPolicy != "strict" && c.DefaultPolicy != "jibril" {
 		return fmt.Errorf("default_policy: %q is not strict or jibril", c.DefaultPolicy)
 	}
+	for name, m := range c.RecipeModes {
+		switch policy.Mode(m) {
+		case policy.ModeEnforce, policy.ModeDryRun, policy.ModeOff:
+		default:
+			return fmt.Errorf("recipe_modes.%s: %q is not enforce, dry-run or off", name, m)
+		}
+	}
+	switch c.Loss.Action {
+	case "log", "alert", "exit":
+	default:
+		return fmt.Errorf("loss.action: %q is not log, alert or exit", c.Loss.Action)
+	}
+	if c.Loss.Every <= 0 {
+		return fmt.Errorf("loss.every: must be positive, got %s", c.Loss.Every)
+	}
 	if c.StateDir == "" {
 		return errors.New("state_dir: empty")
 	}
@@ -166,6 +220,12 @@ func (c *daemonConfig) validate() error {
 	if c.Limits.Timeout <= 0 || c.Limits.Memory <= 0 || c.Limits.HelperCalls <= 0 {
 		return errors.New("limits: timeout, memory and helper_calls must be positive")
 	}
+	if c.Sensors.ChannelSize < 0 || c.Sensors.ChannelSize > 1<<20 {
+		return fmt.Errorf("sensors.channel_size: must be between 0 (default) and %d, got %d", 1<<20, c.Sensors.ChannelSize)
+	}
+	if r := c.Sensors.FileRingBytes; r != 0 && (r < printer.ByteSize(os.Getpagesize()) || r > 1<<30 || r&(r-1) != 0) {
+		return fmt.Errorf("sensors.file_ring_bytes: must be 0 (default) or a power of two between %d and 1GiB, got %d", os.Getpagesize(), r)
+	}
 	if c.Engine.Workers < 0 || c.Engine.Queue < 0 || c.Engine.Instances < 0 {
 		return errors.New("engine: workers, queue and instances must not be negative")
 	}
@@ -173,6 +233,9 @@ func (c *daemonConfig) validate() error {
 		if _, err := metrics.CheckAddress(metrics.ServerConfig{Address: c.Metrics.Address, AllowNonLoopback: c.Metrics.AllowNonLoopback}); err != nil {
 			return fmt.Errorf("metrics.address: %v", err)
 		}
+	}
+	if err := c.Confine.validate(); err != nil {
+		return err
 	}
 	if err := c.Printers.Validate(); err != nil {
 		return err
@@ -198,7 +261,7 @@ func (c *daemonConfig) ceiling() policy.Limits {
 	return l
 }
 
-var invalidKeys = regexp.MustCompile(`invalid keys: ([A-Za-z0-9_.\-]+)`)
+var invalidKeys = regexp.MustCompile(`(?:'([A-Za-z0-9_.\-\[\]]*)' )?has invalid keys: ([A-Za-z0-9_.\-]+(?:, [A-Za-z0-9_.\-]+)*)`)
 var fieldName = regexp.MustCompile(`'([A-Za-z0-9_.\-\[\]]+)'`)
 
 // lineOf finds the line of the key an error names in the YAML file, as ":LINE".
@@ -206,7 +269,10 @@ func lineOf(data []byte, err error) string {
 	msg := err.Error()
 	var key string
 	if m := invalidKeys.FindStringSubmatch(msg); m != nil {
-		key = m[1]
+		key, _, _ = strings.Cut(m[2], ",")
+		if m[1] != "" {
+			key = m[1] + "." + key
+		}
 	} else if m := fieldName.FindStringSubmatch(msg); m != nil {
 		key = m[1]
 	}
@@ -243,8 +309,17 @@ func lineOf(data []byte, err error) string {
 	return fmt.Sprintf(":%d", line)
 }
 
+// oneLine flattens the decoder's multi-line report into one line.
 func oneLine(err error) string {
-	s := strings.ReplaceAll(err.Error(), "\n", "; ")
-	s = strings.ReplaceAll(s, "1 error(s) decoding:; ; * ", "")
-	return strings.TrimSpace(s)
+	s := err.Error()
+	for _, noise := range []string{"decoding failed due to the following error(s):", "1 error(s) decoding:", "* "} {
+		s = strings.ReplaceAll(s, noise, "")
+	}
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/jibril-rt/jibril/bpf"
 	"github.com/jibril-rt/jibril/engine"
+	"github.com/jibril-rt/jibril/engine/confine"
 	"github.com/jibril-rt/jibril/engine/dnscache"
 	"github.com/jibril-rt/jibril/engine/enrich"
 	"github.com/jibril-rt/jibril/engine/metrics"
@@ -138,7 +139,11 @@ func (c *daemonConfig) sources() []engine.Source {
 }
 
 func (c *daemonConfig) loadOptions() engine.LoadOptions {
-	return engine.LoadOptions{DefaultPolicy: c.DefaultPolicy, PolicyDir: c.PolicyDir, Ceiling: c.ceiling(), DryRun: c.DryRun}
+	modes := map[string]policy.Mode{}
+	for name, m := range c.RecipeModes {
+		modes[name] = policy.Mode(m)
+	}
+	return engine.LoadOptions{DefaultPolicy: c.DefaultPolicy, PolicyDir: c.PolicyDir, Ceiling: c.ceiling(), DryRun: c.DryRun, Modes: modes}
 }
 
 // daemon is what runDaemon assembled, to be torn down in reverse order.
@@ -153,16 +158,22 @@ type daemon struct {
 	denier   *bpf.Denier
 	met      *metrics.Metrics
 	prevent  preventState
+	confined confine.Report // what confine.Apply left the daemon with
 }
 
 func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout io.Writer, hup <-chan os.Signal) (err error) {
 	start := time.Now()
+	var stateErr error // the state directory or its database is unusable: run degraded (degradedNote)
 	for _, dir := range []string{cfg.StateDir, liveworld.TempRoot(cfg.StateDir), liveworld.EvidenceDir(cfg.StateDir)} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("state directory %s: %w", dir, err)
+			stateErr = fmt.Errorf("state directory %s: %w", dir, err)
+			break
 		}
 	}
 	d := &daemon{log: log, met: metrics.New()}
+	for _, v := range cfg.EnvIgnored {
+		log.Warn("environment variable names no setting: ignored", "variable", v)
+	}
 	defer d.close(log)
 
 	feats := bpf.Probe(ctx)
@@ -173,37 +184,62 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 		d.met.SetDegraded(fs.Name, !fs.Available)
 	}
 
-	if d.st, err = store.Open(ctx, liveworld.DBPath(cfg.StateDir)); err != nil {
-		return err
+	if stateErr == nil {
+		if d.st, err = store.Open(ctx, liveworld.DBPath(cfg.StateDir)); err != nil {
+			stateErr = err
+		}
 	}
-	if d.host, err = sandbox.NewHost(ctx, sandbox.HostConfig{CacheDir: sandbox.CacheDir(cfg.StateDir), Logger: log}); err != nil {
+	cacheDir := sandbox.CacheDir(cfg.StateDir)
+	d.met.SetDegraded("state", stateErr != nil)
+	if stateErr != nil {
+		log.Error("DEGRADED: "+degradedNote, "state_dir", cfg.StateDir, "err", stateErr.Error())
+		cfg.DryRun, cacheDir = true, ""
+	}
+	if d.host, err = sandbox.NewHost(ctx, sandbox.HostConfig{CacheDir: cacheDir, Logger: log}); err != nil {
 		return err
 	}
 	floor := proc.Floor{MinPID: cfg.Protect.MinPID, ProtectedNames: cfg.Protect.Names}
-	d.live, err = liveworld.Open(ctx, liveworld.Config{StateDir: cfg.StateDir, Store: d.st, NetNSFd: -1,
-		Protect: cfg.protectCIDRs(), Floor: floor, Restore: true, Log: log})
-	if err != nil {
-		if d.live == nil {
-			return err
-		}
-		log.Error("network blocks restored only in part", "err", err)
+	var liveWorld sandbox.World
+	var audit sandbox.Auditor = unavailableStore{stateErr}
+	if stateErr != nil {
+		liveWorld = sandbox.World{Store: unavailableStore{stateErr}, TempRoot: liveworld.TempRoot(cfg.StateDir)}
 	} else {
-		r := d.live.Restored
-		log.Info("network blocks restored", "applied", r.Applied, "purged", r.Purged, "domains", r.Domains)
+		audit = d.st
+		d.live, err = liveworld.Open(ctx, liveworld.Config{StateDir: cfg.StateDir, Store: d.st, NetNSFd: -1,
+			Protect: cfg.protectCIDRs(), Floor: floor, Restore: true, Log: log})
+		if err != nil {
+			if d.live == nil {
+				return err
+			}
+			log.Error("network blocks restored only in part", "err", err)
+		} else {
+			r := d.live.Restored
+			log.Info("network blocks restored", "applied", r.Applied, "purged", r.Purged, "domains", r.Domains)
+		}
+		liveWorld = d.live.World
 	}
-	dry, err := dryRunWorld(d.live.World, floor)
+	dry, err := dryRunWorld(liveWorld, floor)
 	if err != nil {
 		return err
+	}
+	if stateErr != nil {
+		liveWorld = dry // never used (every recipe is dry-run), but never a world without a store
 	}
 	if d.printers, err = printer.New(cfg.Printers, stdout, log); err != nil {
 		return fmt.Errorf("printers: %w", err)
 	}
-	d.eng = engine.New(engine.Config{Host: d.host, Printer: d.printers, Live: d.live.World, DryRun: dry,
-		Audit: d.st, Observer: d.met, Log: log, AllowPower: cfg.AllowPower, ShellTempDir: liveworld.TempRoot(cfg.StateDir),
+	d.eng = engine.New(engine.Config{Host: d.host, Printer: d.printers, Live: liveWorld, DryRun: dry,
+		Audit: audit, Observer: d.met, Log: log, AllowPower: cfg.AllowPower, ShellTempDir: liveworld.TempRoot(cfg.StateDir),
 		Workers: cfg.Engine.Workers, Queue: cfg.Engine.Queue, Instances: cfg.Engine.Instances})
 	srcs, opt := cfg.sources(), cfg.loadOptions()
 	set := d.eng.Load(ctx, srcs, opt)
 	reportSet(log, set)
+	if d.live != nil {
+		makeRecipeTempRoots(log, liveworld.TempRoot(cfg.StateDir), set)
+	}
+	if stateErr != nil {
+		d.eng.Notice("jibril_degraded", degradedNote+": "+stateErr.Error(), "high")
+	}
 
 	procs := proctable.New(proctable.Options{})
 	if err := procs.Scan(ctx); err != nil {
@@ -211,6 +247,9 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 	}
 	dns := dnscache.New(dnscache.Options{})
 	dns.OnAnswer(func(name string, ips []netip.Addr, ttl time.Duration) {
+		if d.live == nil {
+			return // degraded: no domain blocks
+		}
 		if err := d.live.Net.ObserveDNS(ctx, name, ips, ttl); err != nil {
 			log.Warn("domain block from a DNS answer", "name", name, "err", err)
 		}
@@ -228,7 +267,8 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 		log.Warn("DEGRADED: no DNS sensor (cgroup_skb unavailable): flows carry no names and domain blocks follow only names resolved at block time",
 			"reason", feats.CgroupSKB.Err)
 	}
-	if d.sensors, err = bpf.Open(ctx, bpf.Config{Sensors: sensors, RealtimeExecReader: cfg.Sensors.RealtimeExec}); err != nil {
+	if d.sensors, err = bpf.Open(ctx, bpf.Config{Sensors: sensors, RealtimeExecReader: cfg.Sensors.RealtimeExec,
+		ChannelSize: cfg.Sensors.ChannelSize, FileRingBytes: int(cfg.Sensors.FileRingBytes)}); err != nil {
 		return fmt.Errorf("attach the kernel sensors: %w", err)
 	}
 	d.met.SetLossSource(func() map[string]uint64 {
@@ -245,6 +285,14 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 		}
 		return out
 	})
+	if cfg.Confine.Enabled && feats.FanotifyExecPerm.Available {
+		// fanotify_init needs CAP_SYS_ADMIN, which confinement drops: the group is made now
+		// so that a reload may still bring prevent: deny recipes (marks need no capability).
+		if d.denier, err = bpf.NewDenier(bpf.DenierConfig{}); err != nil {
+			log.Warn("prevent: deny unavailable", "err", err)
+			d.denier = nil
+		}
+	}
 	d.applyKernelFilters(set)
 
 	var wg sync.WaitGroup
@@ -278,6 +326,9 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 		defer wg.Done()
 		d.eng.Watch(ctx, srcs, opt, cfg.ReloadEvery, reload, func(s *engine.Set) {
 			reportSet(log, s)
+			if d.live != nil {
+				makeRecipeTempRoots(log, liveworld.TempRoot(cfg.StateDir), s)
+			}
 			d.applyKernelFilters(s)
 		})
 	}()
@@ -298,11 +349,92 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 		log.Info("metrics", "address", srv.Addr().String())
 	}
 
+	notify, err := newSDNotifier(os.Getenv, os.Getpid())
+	if err != nil {
+		return err
+	}
+	defer notify.Close()
+	for _, k := range notifyEnv() {
+		_ = os.Unsetenv(k) // shell reactions must not speak for the daemon
+	}
+	if err := d.confine(cfg); err != nil {
+		return err
+	}
+	d.startGuards(ctx, &wg, notify)
+
+	lossErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := d.watchLoss(ctx, cfg.Loss); err != nil {
+			lossErr <- err
+			cancel()
+		}
+	}()
+
+	inUse, fallbacks := featureSummary(feats)
 	log.Info("ready", "recipes", len(set.Recipes), "rejected", len(set.Errors), "sensors", strings.Join(d.sensors.Attachments(), ","),
-		"state_dir", cfg.StateDir, "dry_run", cfg.DryRun, "startup_ms", time.Since(start).Milliseconds())
+		"state_dir", cfg.StateDir, "dry_run", cfg.DryRun, "kernel_features", strings.Join(inUse, ","), "fallbacks", strings.Join(fallbacks, "; "),
+		"confinement", d.confineSummary(), "startup_ms", time.Since(start).Milliseconds())
+	if err := notify.Ready(fmt.Sprintf("%d recipes, confinement: %s", len(set.Recipes), d.confineSummary())); err != nil {
+		log.Warn("systemd notification", "err", err)
+	}
 	<-ctx.Done()
 	log.Info("stopping")
+	_ = notify.Stopping()
+	select {
+	case err := <-lossErr:
+		return err
+	default:
+	}
 	return nil
+}
+
+// watchLoss checks event loss (kernel rings, sensor channels, reaction queues) every
+// cfg.Every; any loss is logged, and past the threshold the configured action is taken.
+func (d *daemon) watchLoss(ctx context.Context, cfg lossConfig) error {
+	t := time.NewTicker(cfg.Every)
+	defer t.Stop()
+	var last uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		var total uint64
+		parts := []any{}
+		for name, s := range d.sensors.Stats() {
+			total += s.Lost + s.Dropped
+			if s.Lost+s.Dropped > 0 {
+				parts = append(parts, name, s.Lost+s.Dropped)
+			}
+		}
+		es := d.eng.Stats()
+		total += es.QueueDropped
+		if es.QueueDropped > 0 {
+			parts = append(parts, "reactions", es.QueueDropped)
+		}
+		delta := total - last
+		last = total
+		if delta == 0 {
+			continue
+		}
+		d.log.Warn("events lost", append([]any{"since_last_check", delta, "total", total}, parts...)...)
+		if delta < cfg.Threshold {
+			continue
+		}
+		note := fmt.Sprintf("%d events lost in %s (total %d): detection is incomplete", delta, cfg.Every, total)
+		switch cfg.Action {
+		case "log":
+			d.log.Error(note)
+		case "alert":
+			d.log.Error(note)
+			d.eng.Notice("jibril_event_loss", note, "high")
+		case "exit":
+			return fmt.Errorf("loss threshold passed: %s", note)
+		}
+	}
 }
 
 // close tears the daemon down: sensors first (no new events), then the engine drains its

@@ -305,22 +305,3 @@ func TestHostileMessages(t *testing.T) {
 		t.Errorf("cname loop aliases = %q", a.Aliases)
 	}
 }
-
-func FuzzParseAnswer(f *testing.F) {
-	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{Response: true})
-	_ = b.StartQuestions()
-	_ = b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName("f.example."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
-	_ = b.StartAnswers()
-	_ = b.AResource(dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName("f.example."), Class: dnsmessage.ClassINET, TTL: 5},
-		dnsmessage.AResource{A: [4]byte{198, 18, 0, 1}})
-	msg, _ := b.Finish()
-	f.Add(msg)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c := New(Options{MaxIPs: 8})
-		_ = c.RecordMessage(data)
-		a, err := ParseAnswer(data)
-		if err == nil && len(a.Aliases) > maxChain {
-			t.Fatalf("chain of %d", len(a.Aliases))
-		}
-	})
-}

@@ -369,25 +369,3 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
-
-// FuzzDecode checks that no input panics and that what Decode accepts encodes again.
-func FuzzDecode(f *testing.F) {
-	for _, k := range []string{TypeExecution, TypeFileAccess, TypeNetworkPeer} {
-		b, _ := Sample(k).JSON()
-		f.Add(b)
-	}
-	f.Add([]byte(`{"file":{"actions":["open"],"read":true}}`))
-	f.Add([]byte(`[]`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		e, err := Decode(data)
-		if err != nil {
-			if strings.ContainsAny(err.Error(), "\n") {
-				t.Fatalf("multi-line error %q", err)
-			}
-			return
-		}
-		if _, err := e.JSON(); err != nil {
-			t.Fatalf("accepted event does not encode: %v", err)
-		}
-	})
-}

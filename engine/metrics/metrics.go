@@ -46,6 +46,7 @@ type Metrics struct {
 	Denials         *prometheus.CounterVec   // {capability}
 	Disarms         *prometheus.CounterVec   // {recipe}
 	Degraded        *prometheus.GaugeVec     // {feature}, 1 = degraded
+	Tampering       *prometheus.CounterVec   // {what}: repairs of kernel state undone by others
 
 	lossFn    atomic.Pointer[func() map[string]uint64]
 	printerFn atomic.Pointer[func() []PrinterStats]
@@ -88,11 +89,15 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "feature_degraded",
 			Help: "1 when a feature runs on a fallback or not at all on this kernel, 0 when it works fully.",
 		}, []string{"feature"}),
+		Tampering: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "tamper_repairs_total",
+			Help: "Kernel state found undone behind the daemon's back and repaired (nftables table, BPF link).",
+		}, []string{"what"}),
 		degraded: map[string]bool{},
 	}
 	m.Registry.MustRegister(
 		m.EventsReceived, m.Detections, m.Reactions, m.ReactionLatency,
-		m.Denials, m.Disarms, m.Degraded,
+		m.Denials, m.Disarms, m.Degraded, m.Tampering,
 		callbackCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -146,6 +151,11 @@ func (m *Metrics) Denied(capability string) {
 // Disarmed counts a circuit breaker trip of recipe.
 func (m *Metrics) Disarmed(recipe string) {
 	m.Disarms.WithLabelValues(label(recipe)).Inc()
+}
+
+// Tampered counts one repair of state someone else undid (engine/watchdog).
+func (m *Metrics) Tampered(what string) {
+	m.Tampering.WithLabelValues(label(what)).Inc()
 }
 
 // SetDegraded records whether feature is degraded on this host.

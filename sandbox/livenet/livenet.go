@@ -55,7 +55,8 @@ const (
 
 // ErrProtected is wrapped when a block would hit loopback, an unspecified
 // address, everything, or a protected network.
-var ErrProtected = errors.New("protected address")
+// It is netblock's sentinel, so that callers (the sandbox's audit of refusals) test one.
+var ErrProtected = netblock.ErrProtected
 
 // Store is the part of the jibril store the actuator needs.
 type Store interface {

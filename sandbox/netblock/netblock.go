@@ -182,12 +182,15 @@ func (b *Blocker) dial() error {
 			return nil
 		}),
 	}
-	opts = append(opts, nftables.WithNetNSFd(b.nsfd))
+	ns := dialNS(b.nsfd)
+	if ns != 0 {
+		opts = append(opts, nftables.WithNetNSFd(ns))
+	}
 	nft, err := nftables.New(opts...)
 	if err != nil {
 		return fmt.Errorf("dial nftables netlink: %w", err)
 	}
-	raw, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: b.nsfd})
+	raw, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: ns})
 	if err != nil {
 		_ = nft.CloseLasting()
 		return fmt.Errorf("dial nftables netlink: %w", err)
