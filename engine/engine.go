@@ -497,3 +497,29 @@ func (e *Engine) Notice(name, note, importance string) {
 	}
 	e.cfg.Printer.Print(b)
 }
+
+// WantsFile reports whether any loaded recipe could match a file event on path with these
+// actions. The feed asks before enriching a file event (ancestry, process details, the JSON
+// tree), which costs far more than this check: in a file storm most events concern no recipe.
+func (e *Engine) WantsFile(path string, actions []string) bool {
+	set := e.set.Load()
+	var probe *event.Event
+	for _, l := range set.Recipes {
+		if !l.Recipe.Enabled || !l.Recipe.Mechanism.MatchesFiles() {
+			continue
+		}
+		if l.prefilter == nil {
+			return true
+		}
+		if probe == nil {
+			f := &event.File{}
+			f.SetPath(path)
+			f.SetActions(actions...)
+			probe = &event.Event{EventType: event.TypeFileAccess, File: f}
+		}
+		if l.prefilter.Pass(probe) {
+			return true
+		}
+	}
+	return false
+}

@@ -416,3 +416,32 @@ func TestLowImportanceFloodNeverDropsCritical(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestWantsFileSkipsWhatNoRecipeCanMatch(t *testing.T) {
+	files := `- kind: k
+  name: watched
+  mechanism: file_access
+  file_actions: [write, unlink]
+  dir: /srv/watched
+`
+	r := newRig(t, map[string]string{"f.yaml": files}, nil)
+	for _, tc := range []struct {
+		path    string
+		actions []string
+		want    bool
+	}{
+		{"/srv/watched/a", []string{"open", "write"}, true},
+		{"/srv/watched/a", []string{"open", "read"}, false},
+		{"/srv/other/a", []string{"write"}, false},
+	} {
+		if got := r.e.WantsFile(tc.path, tc.actions); got != tc.want {
+			t.Errorf("WantsFile(%s, %v) = %v, want %v", tc.path, tc.actions, got, tc.want)
+		}
+	}
+	// A recipe with no cheap filter (a bare regex) can match anything.
+	writeAtomic(t, filepath.Join(r.dir, "g.yaml"), "- kind: k\n  name: anything\n  mechanism: file_access\n  regex: '.*\\.key$'\n")
+	r.e.Load(context.Background(), r.srcs, r.opt)
+	if !r.e.WantsFile("/srv/other/a", []string{"read"}) {
+		t.Fatal("a regex recipe must see every file event")
+	}
+}

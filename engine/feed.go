@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"path"
 	"sync"
 
 	"github.com/jibril-rt/jibril/bpf"
@@ -78,6 +79,9 @@ func (f *Feed) Run(ctx context.Context) {
 					return
 				}
 				count("file")
+				if !f.Engine.WantsFile(filePath(ev), enrich.ActionNames(ev)) {
+					continue
+				}
 				if e := f.Enrich.File(ev); e != nil {
 					f.Engine.Handle(e)
 				}
@@ -107,4 +111,16 @@ func (f *Feed) Run(ctx context.Context) {
 		}
 	})
 	wg.Wait()
+}
+
+// filePath is the path enrich.File reports for a file event.
+func filePath(ev bpf.FileEvent) string {
+	p := ev.AbsPath
+	if p == "" {
+		p = ev.Path
+	}
+	if path.IsAbs(p) {
+		p = path.Clean(p)
+	}
+	return p
 }

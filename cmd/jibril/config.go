@@ -87,7 +87,8 @@ type sensorsConfig struct {
 	Net          bool `koanf:"net"`
 	DNS          bool `koanf:"dns"`
 	// ChannelSize bounds each sensor stream's channel (0: the default, 4096); FileRingBytes
-	// sizes the file ring buffer (0: the default, 16 MiB). Small values make loss easy to
+	// sizes the file ring buffer (default 4 MiB: ~7000 events, and every MiB of ring counts twice
+	// in RSS as it is mapped twice; 0: the sensors' own 16 MiB). Small values make loss easy to
 	// provoke: the loss watcher and its tests rely on them.
 	ChannelSize   int              `koanf:"channel_size"`
 	FileRingBytes printer.ByteSize `koanf:"file_ring_bytes"`
@@ -104,7 +105,7 @@ func defaultDaemonConfig(stateDir string) daemonConfig {
 		Protect:       protectConfig{MinPID: 500},
 		Limits:        limitsConfig{Timeout: lim.Timeout, Memory: printer.ByteSize(lim.MemoryBytes), HelperCalls: lim.HelperCalls},
 		Engine:        engineConfig{Queue: 1024, Instances: 4},
-		Sensors:       sensorsConfig{RealtimeExec: true, File: true, Net: true, DNS: true},
+		Sensors:       sensorsConfig{RealtimeExec: true, File: true, Net: true, DNS: true, FileRingBytes: 4 << 20},
 		ReloadEvery:   time.Second,
 		Loss:          lossConfig{Every: 10 * time.Second, Threshold: 1000, Action: "alert"},
 		Confine:       confineConfig{Enabled: true},

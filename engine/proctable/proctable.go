@@ -117,6 +117,7 @@ type Table struct {
 
 type entry struct {
 	Proc
+	anc     event.Ancestor // Proc.Ancestor(), built once: file storms ask for it per event
 	seq     uint64
 	expires time.Time // exited entries only
 }
@@ -244,24 +245,43 @@ func (t *Table) Get(pid int32) (Proc, bool) {
 // stops at pid 0, a pid already met (cycles), a parent that started after its child (a
 // reused pid), an unknown parent, or MaxDepth entries.
 func (t *Table) Ancestry(pid int32) []event.Ancestor {
-	var chain []event.Ancestor
-	seen := map[int32]bool{}
-	var child *Proc
-	for cur := pid; cur > 0 && len(chain) < t.maxDepth && !seen[cur]; {
-		seen[cur] = true
-		p, ok := t.Get(cur)
-		if !ok {
+	chain := make([]event.Ancestor, 0, 8)
+	var child *entry
+	now := t.now()
+	for cur := pid; cur > 0 && len(chain) < t.maxDepth && !inChain(chain, cur); {
+		t.mu.RLock()
+		e := t.procs[cur]
+		t.mu.RUnlock()
+		if !e.live(now) {
+			if _, ok := t.Get(cur); !ok { // not known yet: read it from /proc once
+				break
+			}
+			t.mu.RLock()
+			e = t.procs[cur]
+			t.mu.RUnlock()
+			if !e.live(now) {
+				break
+			}
+		}
+		if child != nil && startedAfter(&e.Proc, &child.Proc) {
 			break
 		}
-		if child != nil && startedAfter(&p, child) {
-			break
-		}
-		chain = append(chain, p.Ancestor())
-		child = &p
-		cur = p.PPID
+		chain = append(chain, e.anc)
+		child = e
+		cur = e.PPID
 	}
 	slices.Reverse(chain)
 	return chain
+}
+
+// inChain reports whether pid is already in the chain (a cycle).
+func inChain(chain []event.Ancestor, pid int32) bool {
+	for i := range chain {
+		if chain[i].PID == pid {
+			return true
+		}
+	}
+	return false
 }
 
 // startedAfter reports whether parent started (clearly) after child: parent is then not the
@@ -376,6 +396,7 @@ func (t *Table) insertLocked(p *Proc) *entry {
 	}
 	t.seq++
 	e := &entry{Proc: *p, seq: t.seq}
+	e.anc = e.Proc.Ancestor()
 	t.procs[p.PID] = e
 	return e
 }
