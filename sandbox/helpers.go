@@ -121,17 +121,18 @@ func HelperNames() []string {
 // maxArgBytes bounds one argument handed to the host (a file write, a log line).
 const maxArgBytes = 4 << 20
 
-// installPrelude creates the native functions and runs the prelude over them.
-func installPrelude(in *qjs.Instance, r Reaction) error {
+// installPrelude creates the native functions and runs the prelude over them. It returns the
+// native JSON.parse, which only the host's runner keeps.
+func installPrelude(in *qjs.Instance, r Reaction) (qjs.Value, error) {
 	hs := helpers()
 	prel, err := in.Eval(prelude, "<jibril>")
 	if err != nil {
-		return fmt.Errorf("prelude: %w", err)
+		return 0, fmt.Errorf("prelude: %w", err)
 	}
 	defer in.Free(prel)
 	natives, err := in.Eval("[]", "<jibril>")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer in.Free(natives)
 	var table strings.Builder
@@ -139,12 +140,12 @@ func installPrelude(in *qjs.Instance, r Reaction) error {
 	for i, h := range hs {
 		f, err := in.NewFunction(h.name, 0, native(h))
 		if err != nil {
-			return err
+			return 0, err
 		}
 		err = in.Set(natives, strconv.Itoa(i), f)
 		in.Free(f)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		kind := "plain"
 		if h.ret == retJSON {
@@ -163,34 +164,33 @@ func installPrelude(in *qjs.Instance, r Reaction) error {
 		return v
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	err = in.Set(natives, strconv.Itoa(len(hs)), rnd)
 	in.Free(rnd)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	tbl, err := in.Eval(table.String(), "<jibril>")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer in.Free(tbl)
 	k, err := in.NewString(r.Kind)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer in.Free(k)
 	n, err := in.NewString(r.Recipe)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer in.Free(n)
 	res, err := in.Call(prel, natives, tbl, k, n)
 	if err != nil {
-		return fmt.Errorf("prelude: %w", err)
+		return 0, fmt.Errorf("prelude: %w", err)
 	}
-	in.Free(res)
-	return nil
+	return res, nil
 }
 
 // native adapts a helper to a QuickJS host function: it reads the (already string) arguments,

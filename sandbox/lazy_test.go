@@ -65,3 +65,33 @@ func body(code string) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// JSON.stringify and JSON.parse are wrapped (bounded depth and size); everything else about
+// them must stay standard.
+func TestJSONStaysStandard(t *testing.T) {
+	h := newHost(t)
+	for _, tc := range []struct{ name, code, want string }{
+		{"plain", `JSON.stringify({a: 1, b: [1, "x", null, true], c: {d: {}}})`, `{"a":1,"b":[1,"x",null,true],"c":{"d":{}}}`},
+		{"undefined and functions", `String(JSON.stringify(undefined)) + JSON.stringify({f: function () {}, u: undefined, n: NaN})`, `undefined{"n":null}`},
+		{"space", `JSON.stringify({a: [1]}, null, 1)`, "{\n \"a\": [\n  1\n ]\n}"},
+		{"function replacer", `JSON.stringify({a: 1, b: 2}, function (k, v) { return k === "b" ? undefined : v })`, `{"a":1}`},
+		{"array replacer", `JSON.stringify({a: 1, b: 2, c: {a: 3, z: 4}}, ["a", "c"])`, `{"a":1,"c":{"a":3}}`},
+		{"toJSON", `JSON.stringify({d: {toJSON: function () { return "t" }}})`, `{"d":"t"}`},
+		{"depth 500 is fine", `var a = 1; for (var i = 0; i < 500; i++) a = [a]; JSON.stringify(a).length`, "1001"},
+		{"cycle still a TypeError", `var o = {}; o.o = o; var n = ""; try { JSON.stringify(o) } catch (e) { n = e.name }; n`, "TypeError"},
+		{"parse and reviver", `JSON.stringify(JSON.parse('{"a":[1,2],"b":"x"}', function (k, v) { return typeof v === "number" ? v * 10 : v }))`, `{"a":[10,20],"b":"x"}`},
+		{"parse error", `var n = ""; try { JSON.parse("{") } catch (e) { n = e.name }; n`, "SyntaxError"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := compile(t, h, "function process(data) { Info(String((function () { "+body(tc.code)+" })())); }", Limits{})
+			env, _ := newEnv(t, "strict")
+			tr := p.Run(context.Background(), env, "u", []byte(testEvent))
+			if tr.Status != StatusOK {
+				t.Fatalf("status %s: %+v", tr.Status, tr.Error)
+			}
+			if len(tr.Logs) != 1 || tr.Logs[0].Msg != tc.want {
+				t.Fatalf("got %q, want %q", tr.Logs, tc.want)
+			}
+		})
+	}
+}

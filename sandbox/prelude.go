@@ -7,9 +7,46 @@ package sandbox
 //
 // Argument coercion happens here, in JS, so that a hostile toString or toJSON runs before the
 // host is entered and never re-enters it: the host only ever receives strings.
+//
+// QuickJS's native JSON code never polls the interrupt handler, and JSON.stringify is quadratic
+// in the nesting depth: a reaction could run for minutes past its deadline. JSON.stringify is
+// therefore always given a replacer of ours (wrapping the caller's) that calls back into JS for
+// every value and refuses nesting deeper than 512, which bounds the quadratic part to
+// milliseconds; an array replacer keeps the listed keys in the object's own order. JSON.parse
+// refuses texts over 1 MiB (parsing is linear: that bounds it to milliseconds too). The prelude returns the native
+// JSON.parse for the host's own use on the event it hands over.
 const prelude = `(function (natives, table, kind, name) {
   "use strict";
   var g = globalThis;
+  var NJS = JSON.stringify, NJP = JSON.parse;
+  Object.defineProperty(JSON, "stringify", { value: function stringify(value, replacer, space) {
+    var user = typeof replacer === "function" ? replacer : null, allow = null, first = true;
+    if (Array.isArray(replacer)) {
+      allow = new Set();
+      for (var i = 0; i < replacer.length; i++) {
+        var x = replacer[i];
+        if (typeof x === "string" || typeof x === "number" || x instanceof String || x instanceof Number) allow.add(String(x));
+      }
+    }
+    var depths = new Map();
+    return NJS(value, function (k, v) {
+      var top = first;
+      first = false;
+      if (allow !== null && !top && !Array.isArray(this) && !allow.has(k)) return undefined;
+      if (user !== null) v = user.call(this, k, v);
+      if (v !== null && typeof v === "object") {
+        var d = (depths.get(this) || 0) + 1;
+        if (d > 512) throw new RangeError("JSON.stringify: nesting deeper than 512");
+        depths.set(v, d);
+      }
+      return v;
+    }, space);
+  }, writable: true, configurable: true });
+  Object.defineProperty(JSON, "parse", { value: function parse(text, reviver) {
+    var s = String(text);
+    if (s.length > 1048576) throw new RangeError("JSON.parse: text longer than 1 MiB");
+    return NJP(s, reviver);
+  }, writable: true, configurable: true });
   var str = function (v) {
     if (typeof v === "string") return v;
     if (v !== null && typeof v === "object") { var j = JSON.stringify(v); return j === undefined ? "" : j; }
@@ -78,6 +115,7 @@ const prelude = `(function (natives, table, kind, name) {
     }
   }
   Object.preventExtensions(g);
+  return NJP;
 })`
 
 // factory wraps the reaction so that evaluating it yields a function returning a fresh
@@ -95,9 +133,9 @@ func factory(source string) string {
 // the keys cost, and a reaction reads two or three of the ten members). Reads, writes, deletes,
 // Object.keys, for-in, JSON.stringify and Object.freeze behave as on the plain object. When the
 // host passes the JSON text instead, the event is parsed whole.
-const runnerMaker = `(function (factory, SEC) {
+const runnerMaker = `(function (factory, SEC, JP) {
   "use strict";
-  var g = globalThis, JP = JSON.parse, RGOPD = Reflect.getOwnPropertyDescriptor, RPE = Reflect.preventExtensions, RSET = Reflect.set;
+  var g = globalThis, RGOPD = Reflect.getOwnPropertyDescriptor, RPE = Reflect.preventExtensions, RSET = Reflect.set;
   var P = Object.freeze(Object.create(null));
   var shapes = new Map();
   var shapeOf = function (s) {

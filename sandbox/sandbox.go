@@ -150,9 +150,11 @@ func (h *Host) Compile(ctx context.Context, r Reaction, lim Limits, maxInstances
 	in.User = st
 	in.SetClock(func() time.Time { return st.now() })
 	in.SetDeadline(time.Now().Add(5 * time.Second)) // set-up is ours, but bound it anyway
-	if err := installPrelude(in, r); err != nil {
+	njp, err := installPrelude(in, r)
+	if err != nil {
 		return nil, err
 	}
+	defer in.Free(njp)
 	fac, err := in.Eval(factory(r.Source), r.File)
 	if err != nil {
 		return nil, &CompileError{File: r.File, Err: err}
@@ -165,7 +167,7 @@ func (h *Host) Compile(ctx context.Context, r Reaction, lim Limits, maxInstances
 	if err != nil {
 		return nil, err
 	}
-	run, err := in.Call(maker, fac, sec)
+	run, err := in.Call(maker, fac, sec, njp)
 	in.Free(sec)
 	if err != nil {
 		return nil, fmt.Errorf("make runner: %w", err)

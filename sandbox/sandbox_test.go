@@ -84,6 +84,10 @@ func TestStatusesAndLimits(t *testing.T) {
 		{"catch cannot swallow timeout", `function process(d) { for (;;) { try { while (true) {} } catch (e) {} } }`, StatusTimeout, "TimeoutError", ""},
 		{"regex bomb", `function process(d) { /(a+)+$/.test("a".repeat(40) + "b") }`, StatusTimeout, "TimeoutError", ""},
 		{"error is still a constructor", `function process(d) { var e = new Error("x"); Error("logged"); if (!(e instanceof Error) || !(new TypeError("t") instanceof Error)) throw new Error("bad instanceof") }`, StatusOK, "", ""},
+		// QuickJS's JSON.stringify never polls the interrupt and is quadratic in the depth.
+		{"deep stringify is refused", `function process(d) { var a = "x"; for (var i = 0; i < 2e4; i++) a = [a]; JSON.stringify(a) }`, StatusError, "RangeError", "nesting deeper than 512"},
+		{"deep helper argument is refused", `function process(d) { var a = "x"; for (var i = 0; i < 2e4; i++) a = [a]; Info(a) }`, StatusError, "RangeError", "nesting deeper than 512"},
+		{"huge parse is refused", `function process(d) { JSON.parse("[" + "1,".repeat(6e5) + "1]") }`, StatusError, "RangeError", "longer than 1 MiB"},
 		{"memory bomb", `function process(d) { var a = []; for (;;) a.push("x".repeat(1 << 16) + a.length) }`, StatusOOM, "OutOfMemory", ""},
 		{"huge stringify", `function process(d) { var a = []; for (var i = 0; i < 3e5; i++) a.push({k: i, v: "abcdefgh"}); for (;;) JSON.stringify(a).repeat(100) }`, StatusOOM, "OutOfMemory", ""},
 		{"deep recursion", `function f(n) { return f(n + 1) + 1 } function process(d) { f(0) }`, StatusError, "RangeError", "Maximum call stack size exceeded"},
