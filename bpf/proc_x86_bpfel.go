@@ -20,6 +20,7 @@ const (
 	bpfProcMapKillOnExec   = "kill_on_exec"
 	bpfProcMapLost         = "lost"
 	bpfProcMapProcRb       = "proc_rb"
+	bpfProcMapUrgentComm   = "urgent_comm"
 	bpfProcProgExecBtf     = "exec_btf"
 	bpfProcProgExecRaw     = "exec_raw"
 	bpfProcProgExitBtf     = "exit_btf"
@@ -89,6 +90,7 @@ type bpfProcMapSpecs struct {
 	KillOnExec *ebpf.MapSpec `ebpf:"kill_on_exec"`
 	Lost       *ebpf.MapSpec `ebpf:"lost"`
 	ProcRb     *ebpf.MapSpec `ebpf:"proc_rb"`
+	UrgentComm *ebpf.MapSpec `ebpf:"urgent_comm"`
 }
 
 // bpfProcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -124,6 +126,7 @@ type bpfProcMaps struct {
 	KillOnExec *ebpf.Map `ebpf:"kill_on_exec"`
 	Lost       *ebpf.Map `ebpf:"lost"`
 	ProcRb     *ebpf.Map `ebpf:"proc_rb"`
+	UrgentComm *ebpf.Map `ebpf:"urgent_comm"`
 }
 
 func (m *bpfProcMaps) Close() error {
@@ -132,6 +135,7 @@ func (m *bpfProcMaps) Close() error {
 		m.KillOnExec,
 		m.Lost,
 		m.ProcRb,
+		m.UrgentComm,
 	)
 }
 

@@ -47,9 +47,10 @@ type Config struct {
 	// FlushInterval bounds how long a batched event waits in a ring before
 	// the reader polls it (default 20 ms).
 	FlushInterval time.Duration
-	// WakeupBytes: batched streams (fork, exit, file, net) wake the reader
-	// only once this much is queued (default 256 KiB). Exec and DNS wake
-	// it for every event.
+	// WakeupBytes: batched streams (fork, exit, file, net, and the execs
+	// SetExecWakeup does not make urgent) wake the reader only once this
+	// much is queued (default 256 KiB). DNS and urgent execs wake it for
+	// every event; by default every exec is urgent.
 	WakeupBytes int
 	// Ring sizes in bytes (powers of two, at least a page). Defaults: proc
 	// 4 MiB, file 16 MiB, net 4 MiB, DNS 1 MiB.
@@ -179,6 +180,8 @@ type Sensors struct {
 	progs    []streamProg
 
 	killMap   *ebpf.Map
+	urgentMap *ebpf.Map // urgent_comm of the proc object
+	procCfg   *ebpf.Map // cfg of the proc object
 	prefixMap *ebpf.Map
 	fileCfg   *ebpf.Map
 	ignore    []*ebpf.Map
@@ -202,7 +205,7 @@ type jcfg struct {
 	WakeBytes   uint64
 	UDPWindowNs uint64
 	FilterOn    uint32
-	Pad         uint32
+	ExecWakeAll uint32
 }
 
 // Open loads and attaches the selected sensors and starts their readers.
@@ -290,7 +293,7 @@ func (s *Sensors) loadSpec(spec *ebpf.CollectionSpec, ring string, ringBytes int
 	if half := uint64(ringBytes) / 2; wake > half {
 		wake = half
 	}
-	c := jcfg{WakeBytes: wake, UDPWindowNs: uint64(s.cfg.UDPPeerWindow)}
+	c := jcfg{WakeBytes: wake, UDPWindowNs: uint64(s.cfg.UDPPeerWindow), ExecWakeAll: 1}
 	if err := coll.Maps["cfg"].Update(uint32(0), c, ebpf.UpdateAny); err != nil {
 		coll.Close()
 		return nil, fmt.Errorf("write cfg map: %w", err)
@@ -376,6 +379,8 @@ func (s *Sensors) openProc() error {
 	s.links = append(s.links, links...)
 	s.lost = append(s.lost, coll.Maps["lost"])
 	s.killMap = coll.Maps["kill_on_exec"]
+	s.urgentMap = coll.Maps["urgent_comm"]
+	s.procCfg = coll.Maps["cfg"]
 	for name, p := range coll.Programs {
 		switch {
 		case strings.HasPrefix(name, "exec_"):

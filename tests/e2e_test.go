@@ -510,6 +510,29 @@ func TestDaemonEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("prevent kill follows the file when it is replaced", func(t *testing.T) {
+		// kill-on-exec is keyed by inode: a new file at the path must be re-keyed (and the old
+		// inode, free for reuse by anything, forgotten).
+		if err := os.Remove(prevented); err != nil {
+			t.Fatal(err)
+		}
+		copyBinary(t, "/usr/bin/touch", prevented)
+		marker := filepath.Join(root, "prevented-marker-2")
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			err := exec.Command(prevented, marker).Run()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the replaced binary is not killed at exec: %v", err)
+			}
+			_ = os.Remove(marker)
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
 	t.Run("prevent deny refuses the exec with EPERM", func(t *testing.T) {
 		marker := filepath.Join(root, "denied-marker")
 		err := exec.Command(denied, marker).Run()

@@ -44,7 +44,7 @@ struct jcfg {
 	u64 wake_bytes;    // batched streams: force a wake-up above this many queued bytes
 	u64 udp_window_ns; // net: report a UDP peer of a process at most once per window
 	u32 filter_on;     // file: drop events whose paths match no prefix
-	u32 pad;
+	u32 exec_wake_all; // proc: wake the reader for every exec (else urgent ones only)
 };
 
 #define DECLARE_CFG()                                                          \

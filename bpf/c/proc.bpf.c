@@ -79,8 +79,45 @@ struct {
 	__type(value, u32);
 } kill_on_exec SEC(".maps");
 
+// A name as the kernel stores task->comm: at most 15 bytes, NUL-padded.
+struct comm_key {
+	char name[TASK_COMM_LEN];
+};
+
+// Names whose execs wake the reader at once when cfg.exec_wake_all is 0:
+// the base names enforcing recipes act on. Other execs are batched.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct comm_key);
+	__type(value, u8);
+} urgent_comm SEC(".maps");
+
 DECLARE_CFG();
 DECLARE_LOST();
+
+// An exec is urgent when something may act on it: every exec in wake-all
+// mode, a prevented one, or one whose comm (the basename execve was given)
+// or loaded file's name (the target of a symlink or of /proc/self/fd/N,
+// the interpreter of a script) is in urgent_comm. Looking up both names
+// keeps an exec via another path to the same file from losing its
+// wake-up; an extra wake-up only costs time.
+static __always_inline int exec_urgent(struct jcfg *c, u32 flags,
+				       struct linux_binprm *bprm)
+{
+	if (!c || c->exec_wake_all || (flags & EXEC_F_PREVENTED))
+		return 1;
+	struct comm_key k = {};
+	bpf_get_current_comm(k.name, sizeof(k.name));
+	if (bpf_map_lookup_elem(&urgent_comm, &k))
+		return 1;
+	struct comm_key f = {};
+	const unsigned char *name = BPF_CORE_READ(bprm, file, f_path.dentry, d_name.name);
+	if (bpf_probe_read_kernel_str(f.name, sizeof(f.name), name) > 0 &&
+	    bpf_map_lookup_elem(&urgent_comm, &f))
+		return 1;
+	return 0;
+}
 
 static __always_inline int on_exec(struct task_struct *p, pid_t old_pid,
 				   struct linux_binprm *bprm)
@@ -148,10 +185,15 @@ static __always_inline int on_exec(struct task_struct *p, pid_t old_pid,
 	}
 	e->argv_len = n;
 	e->h.flags = flags;
-	// Exec matters for latency: wake the reader for every event. Forced:
-	// the default (adaptive) wake-up is skipped when batched fork/exit
-	// records are still unread ahead of this one.
-	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	// An exec something may act on wakes the reader now (a wake-up costs
+	// the exec'ing process 12-21 us). Forced: the default (adaptive)
+	// wake-up is skipped when batched records are still unread ahead of
+	// this one. The others wait for the reader's poll like fork and exit.
+	struct jcfg *c = get_cfg(&cfg);
+	if (exec_urgent(c, flags, bprm))
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	else
+		bpf_ringbuf_submit(e, batch_wakeup(&proc_rb, c));
 	return 0;
 }
 

@@ -304,6 +304,21 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 	wg.Add(1)
 	go func() { defer wg.Done(); feed.Run(ctx) }()
 
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				d.syncKill()
+			}
+		}
+	}()
+
 	reload := make(chan struct{}, 1)
 	wg.Add(1)
 	go func() {
@@ -492,10 +507,10 @@ func dryRunWorld(live sandbox.World, floor proc.Floor) (sandbox.World, error) {
 
 // preventState is what the kernel was told to refuse, to apply changes on reload.
 type preventState struct {
-	mu     sync.Mutex
-	kill   map[string]bool
-	deny   map[string]bool
-	prefix []string
+	mu       sync.Mutex
+	wantKill map[string]bool       // paths enforcing `prevent: kill` recipes name
+	kill     map[string]bpf.FileID // what the kernel holds for each, by inode
+	deny     map[string]bool
 }
 
 // applyKernelFilters pushes the cheap parts of the recipes into the kernel: file path prefixes,
@@ -506,6 +521,11 @@ func (d *daemon) applyKernelFilters(s *engine.Set) {
 	kill, deny := map[string]bool{}, map[string]bool{}
 	var prefixes []string
 	filterable := true
+	// Only execs an enforcing reaction may act on need the reader woken at once; the others
+	// (dry-run recipes, the process table) are delivered in batches, which spares every exec on
+	// the host the cost of a wake-up.
+	var urgent []string
+	wakeAll := false
 	for _, l := range s.Recipes {
 		r := l.Recipe
 		if !r.Enabled {
@@ -515,6 +535,11 @@ func (d *daemon) applyKernelFilters(s *engine.Set) {
 			ps, ok := engine.FilePrefixes(l)
 			filterable = filterable && ok
 			prefixes = append(prefixes, ps...)
+		}
+		if r.Mechanism.MatchesExecutions() && l.Mode == policy.ModeEnforce && len(l.Recipe.Reactions) > 0 {
+			names, ok := execBaseNames(r)
+			wakeAll = wakeAll || !ok
+			urgent = append(urgent, names...)
 		}
 		if r.Prevent == "" || l.Mode != policy.ModeEnforce {
 			continue
@@ -534,30 +559,19 @@ func (d *daemon) applyKernelFilters(s *engine.Set) {
 	if !filterable {
 		prefixes = nil
 	}
+	if err := d.sensors.SetExecWakeup(wakeAll, urgent); err != nil {
+		d.log.Warn("exec wake-up policy: every exec wakes the reader", "err", err)
+		_ = d.sensors.SetExecWakeup(true, nil)
+	}
 	sort.Strings(prefixes)
 	if err := d.sensors.SetFilePrefixes(prefixes); err != nil {
 		d.log.Warn("in-kernel file filter", "err", err)
 	}
 	if d.prevent.kill == nil {
-		d.prevent.kill, d.prevent.deny = map[string]bool{}, map[string]bool{}
+		d.prevent.kill, d.prevent.deny = map[string]bpf.FileID{}, map[string]bool{}
 	}
-	for p := range d.prevent.kill {
-		if !kill[p] {
-			_ = d.sensors.ForgetKillOnExec(p)
-			delete(d.prevent.kill, p)
-		}
-	}
-	for p := range kill {
-		if d.prevent.kill[p] {
-			continue
-		}
-		if err := d.sensors.KillOnExec(p); err != nil {
-			d.log.Warn("prevent: kill", "path", p, "err", err)
-			continue
-		}
-		d.prevent.kill[p] = true
-		d.log.Info("prevent: kill at exec", "path", p)
-	}
+	d.prevent.wantKill = kill
+	d.syncKillLocked()
 	if len(deny) > 0 && d.denier == nil {
 		dn, err := bpf.NewDenier(bpf.DenierConfig{})
 		if err != nil {
@@ -583,6 +597,84 @@ func (d *daemon) applyKernelFilters(s *engine.Set) {
 		d.prevent.deny[p] = true
 		d.log.Info("prevent: deny exec", "path", p)
 	}
+}
+
+// execBaseNames are the executable names an execution recipe can match; ok is false when it
+// can match other names too (a directory, a regex, or no path at all).
+func execBaseNames(r *recipes.Recipe) (names []string, ok bool) {
+	for _, p := range r.Paths {
+		if !p.Exact() {
+			return nil, false
+		}
+		names = append(names, p.Base)
+	}
+	return names, len(names) > 0
+}
+
+// syncKill keeps the kernel's kill-on-exec set on the files the recipes name. The kernel keys
+// it by inode, and an inode number is reused once its file is deleted: a path whose file is
+// gone or replaced is dropped or re-keyed (checked every second, see runDaemon), and a path
+// whose file appears later is added then.
+func (d *daemon) syncKill() {
+	d.prevent.mu.Lock()
+	defer d.prevent.mu.Unlock()
+	d.syncKillLocked()
+}
+
+func (d *daemon) syncKillLocked() {
+	for p, id := range d.prevent.kill {
+		cur, err := bpf.FileIDOf(p)
+		if d.prevent.wantKill[p] && err == nil && cur == id {
+			continue
+		}
+		if err := d.sensors.ForgetKillOnExecID(id); err != nil {
+			d.log.Warn("prevent: kill: forget", "path", p, "err", err)
+		}
+		delete(d.prevent.kill, p)
+		if d.prevent.wantKill[p] {
+			d.log.Warn("prevent: kill target replaced or removed", "path", p)
+		}
+	}
+	for p := range d.prevent.wantKill {
+		if _, ok := d.prevent.kill[p]; ok {
+			continue
+		}
+		id, err := killableID(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // not there (yet): tried again on the next check
+		}
+		if err == nil {
+			err = d.sensors.KillOnExecID(id)
+		}
+		if err != nil {
+			d.log.Warn("prevent: kill", "path", p, "err", err)
+			continue
+		}
+		d.prevent.kill[p] = id
+		d.log.Info("prevent: kill at exec", "path", p)
+	}
+}
+
+// killableID identifies the file at p for kill-on-exec, from the very file it checked: a regular
+// file and not a #! script (the kernel loads a script's interpreter, whose inode is not the key).
+func killableID(p string) (bpf.FileID, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return bpf.FileID{}, err
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return bpf.FileID{}, err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return bpf.FileID{}, fmt.Errorf("%s is not a regular file", p)
+	}
+	var magic [2]byte
+	if n, _ := f.Read(magic[:]); n == 2 && string(magic[:]) == "#!" {
+		return bpf.FileID{}, fmt.Errorf("%s is a #! script: the kernel runs its interpreter; use prevent: deny", p)
+	}
+	return bpf.FileID{Dev: st.Dev, Ino: st.Ino}, nil
 }
 
 // exactPaths are the full paths of a recipe's exact path entries.
