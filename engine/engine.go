@@ -33,6 +33,7 @@ type Observer interface {
 	ObserveReaction(recipe, status string, took time.Duration)
 	Denied(capability string)
 	Disarmed(recipe string)
+	InstanceRecycled(recipe string)
 }
 
 // Config wires an engine to its world.
@@ -363,6 +364,9 @@ func (e *Engine) react(j job, i int) {
 	e.reactions.Add(1)
 	if o := e.cfg.Observer; o != nil {
 		o.ObserveReaction(l.Recipe.Name, string(tr.Status), took)
+		if tr.Format == "js" && (tr.Status == sandbox.StatusTimeout || tr.Status == sandbox.StatusOOM || tr.Status == sandbox.StatusTrap) {
+			o.InstanceRecycled(l.Recipe.Name) // the sandbox discards the instance on these
+		}
 		for _, c := range tr.Calls {
 			if c.Denied {
 				if capability, ok := deniedCapability(c.Errno); ok {

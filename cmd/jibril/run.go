@@ -278,6 +278,20 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 		}
 		return out
 	})
+	if d.live != nil && d.live.Net != nil {
+		d.met.SetNftSource(func() (int, error) {
+			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			l, err := d.live.Net.List(lctx)
+			if err != nil {
+				return 0, err
+			}
+			if l.KernelErr != nil {
+				return 0, l.KernelErr
+			}
+			return len(l.Kernel), nil
+		})
+	}
 	d.met.SetPrinterSource(func() []metrics.PrinterStats {
 		var out []metrics.PrinterStats
 		for _, s := range d.printers.Stats() {

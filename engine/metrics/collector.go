@@ -23,6 +23,7 @@ type callbackCollector struct{ m *Metrics }
 
 func (c callbackCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lostDesc()
+	ch <- nftDesc()
 	p, d, f := printerDescs()
 	ch <- p
 	ch <- d
@@ -42,6 +43,16 @@ func (c callbackCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(n), name)
 		}
 	}
+	if fn := c.m.nftFn.Load(); fn != nil {
+		type res struct {
+			n   int
+			err error
+		}
+		r := safeCall(func() res { n, err := (*fn)(); return res{n, err} })
+		if r.err == nil {
+			ch <- prometheus.MustNewConstMetric(nftDesc(), prometheus.GaugeValue, float64(r.n))
+		}
+	}
 	if fn := c.m.printerFn.Load(); fn != nil {
 		pd, dd, fd := printerDescs()
 		seen := map[string]bool{}
@@ -56,6 +67,10 @@ func (c callbackCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(fd, prometheus.CounterValue, float64(s.Failed), name)
 		}
 	}
+}
+
+func nftDesc() *prometheus.Desc {
+	return prometheus.NewDesc(Namespace+"_nft_elements", "Elements in jibril's nftables sets (blocked addresses and networks).", nil, nil)
 }
 
 // safeCall runs a callback so that its panic costs one scrape's worth of

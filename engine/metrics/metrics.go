@@ -47,9 +47,11 @@ type Metrics struct {
 	Disarms         *prometheus.CounterVec   // {recipe}
 	Degraded        *prometheus.GaugeVec     // {feature}, 1 = degraded
 	Tampering       *prometheus.CounterVec   // {what}: repairs of kernel state undone by others
+	Recycles        *prometheus.CounterVec   // {recipe}: wasm instances discarded after a timeout, OOM or trap
 
 	lossFn    atomic.Pointer[func() map[string]uint64]
 	printerFn atomic.Pointer[func() []PrinterStats]
+	nftFn     atomic.Pointer[func() (int, error)]
 
 	mu       sync.Mutex
 	degraded map[string]bool
@@ -93,11 +95,15 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "tamper_repairs_total",
 			Help: "Kernel state found undone behind the daemon's back and repaired (nftables table, BPF link).",
 		}, []string{"what"}),
+		Recycles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "instance_recycles_total",
+			Help: "Reaction instances discarded after a timeout, an out-of-memory or a trap, per recipe.",
+		}, []string{"recipe"}),
 		degraded: map[string]bool{},
 	}
 	m.Registry.MustRegister(
 		m.EventsReceived, m.Detections, m.Reactions, m.ReactionLatency,
-		m.Denials, m.Disarms, m.Degraded, m.Tampering,
+		m.Denials, m.Disarms, m.Degraded, m.Tampering, m.Recycles,
 		callbackCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -151,6 +157,21 @@ func (m *Metrics) Denied(capability string) {
 // Disarmed counts a circuit breaker trip of recipe.
 func (m *Metrics) Disarmed(recipe string) {
 	m.Disarms.WithLabelValues(label(recipe)).Inc()
+}
+
+// InstanceRecycled counts one discarded reaction instance of recipe.
+func (m *Metrics) InstanceRecycled(recipe string) {
+	m.Recycles.WithLabelValues(label(recipe)).Inc()
+}
+
+// SetNftSource installs the function that counts the elements of jibril's nftables sets,
+// read at each scrape; nil removes it.
+func (m *Metrics) SetNftSource(fn func() (int, error)) {
+	if fn == nil {
+		m.nftFn.Store(nil)
+		return
+	}
+	m.nftFn.Store(&fn)
 }
 
 // Tampered counts one repair of state someone else undid (engine/watchdog).

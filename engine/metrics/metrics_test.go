@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -341,5 +342,25 @@ func TestPortInUseAndRunStops(t *testing.T) {
 	}
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Fatal("server still answers after Run returned")
+	}
+}
+
+func TestRecyclesAndNftElements(t *testing.T) {
+	m := New()
+	m.InstanceRecycled("r1")
+	m.InstanceRecycled("r1")
+	n := 3
+	m.SetNftSource(func() (int, error) { return n, nil })
+	base := startServer(t, m, nil)
+	fams := scrape(t, base)
+	if got := counter(t, fams, "jibril_instance_recycles_total", map[string]string{"recipe": "r1"}); got != 2 {
+		t.Fatalf("recycles = %v", got)
+	}
+	if got := value(t, fams, "jibril_nft_elements", nil).GetGauge().GetValue(); got != 3 {
+		t.Fatalf("nft elements = %v", got)
+	}
+	m.SetNftSource(func() (int, error) { return 0, errors.New("netlink: busy") })
+	if _, ok := scrape(t, base)["jibril_nft_elements"]; ok {
+		t.Fatal("a failed count must not be reported as a value")
 	}
 }
