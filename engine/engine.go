@@ -49,6 +49,12 @@ type Config struct {
 	AllowPower   bool
 	ShellTempDir string // parent of the private directory of each shell reaction
 
+	// EnforceScope, when set, limits enforcement to events whose process or one of its
+	// ancestors runs one of these executables (absolute paths); reactions to every other event
+	// run in dry-run. It rolls enforcement out to one workload at a time (a CI job, a service)
+	// and keeps test daemons from acting on anything but the processes their test started.
+	EnforceScope []string
+
 	Workers   int // reaction workers (default 2×CPUs)
 	Queue     int // detections waiting for a worker (default 1024); past it they are dropped and counted
 	Instances int // wasm instances per reaction (default 4)
@@ -88,6 +94,7 @@ type Engine struct {
 type job struct {
 	set     *Set
 	l       *Loaded
+	mode    policy.Mode // the recipe's mode, or dry-run for an event outside EnforceScope
 	ev      *event.Event
 	payload []byte
 	targets *sandbox.Targets
@@ -219,9 +226,13 @@ func (e *Engine) Handle(ev *event.Event) int {
 			targets = TargetsOf(ev)
 		}
 		lvl := level(l.Recipe.Importance)
+		mode := l.Mode
+		if mode == policy.ModeEnforce && !e.inScope(ev) {
+			mode = policy.ModeDryRun
+		}
 		set.inflight.Add(1)
 		select {
-		case e.jobs[lvl] <- job{set: set, l: l, ev: det, payload: payload, targets: targets}:
+		case e.jobs[lvl] <- job{set: set, l: l, mode: mode, ev: det, payload: payload, targets: targets}:
 			select {
 			case e.wake <- struct{}{}:
 			default:
@@ -342,13 +353,31 @@ func (e *Engine) run(j job) {
 	wg.Wait()
 }
 
-func (e *Engine) env(l *Loaded) *sandbox.Env {
+func (e *Engine) env(l *Loaded, mode policy.Mode) *sandbox.Env {
 	w := e.cfg.Live
-	if l.Mode == policy.ModeDryRun {
+	if mode == policy.ModeDryRun {
 		w = e.cfg.DryRun
 	}
-	return &sandbox.Env{Policy: l.Policy, Mode: l.Mode, World: w, Clock: e.cfg.Clock, Audit: e.cfg.Audit,
+	return &sandbox.Env{Policy: l.Policy, Mode: mode, World: w, Clock: e.cfg.Clock, Audit: e.cfg.Audit,
 		Breaker: l.breaker, AllowPower: e.cfg.AllowPower, Log: e.log}
+}
+
+// inScope reports whether enforcement applies to the event (see Config.EnforceScope).
+func (e *Engine) inScope(ev *event.Event) bool {
+	if len(e.cfg.EnforceScope) == 0 {
+		return true
+	}
+	for _, x := range e.cfg.EnforceScope {
+		if ev.Process.Exe == x {
+			return true
+		}
+		for _, a := range ev.Background.Ancestry {
+			if a.Exe == x {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (e *Engine) react(j job, i int) {
@@ -356,7 +385,7 @@ func (e *Engine) react(j job, i int) {
 	start := time.Now()
 	var tr *sandbox.Transcript
 	if p := l.programs[i]; p != nil {
-		tr = p.RunTargets(e.ctx, e.env(l), j.ev.UUID, j.payload, j.targets)
+		tr = p.RunTargets(e.ctx, e.env(l, j.mode), j.ev.UUID, j.payload, j.targets)
 	} else {
 		tr = e.shell(j, i)
 	}
@@ -433,7 +462,7 @@ func (e *Engine) alert(j job, a sandbox.Alert) {
 // shell runs a shell reaction when the policy grants it; a refusal is audited like any denial.
 func (e *Engine) shell(j job, i int) *sandbox.Transcript {
 	l := j.l
-	tr := &sandbox.Transcript{Recipe: l.Recipe.Name, Reaction: i, Format: "shell", Mode: string(l.Mode),
+	tr := &sandbox.Transcript{Recipe: l.Recipe.Name, Reaction: i, Format: "shell", Mode: string(j.mode),
 		Calls: []sandbox.Call{}, Logs: []sandbox.Log{}}
 	audit := func(result any, errno, outcome string) {
 		if e.cfg.Audit == nil {
@@ -442,7 +471,7 @@ func (e *Engine) shell(j job, i int) *sandbox.Transcript {
 		r, _ := json.Marshal(result)
 		if _, err := e.cfg.Audit.AppendAudit(e.ctx, store.AuditEntry{Time: time.Now().UTC(), Recipe: l.Recipe.Name,
 			Reaction: i, EventUUID: j.ev.UUID, Helper: "shell", Args: "[]", Result: string(r), Errno: errno,
-			Outcome: outcome, Mode: string(l.Mode)}); err != nil {
+			Outcome: outcome, Mode: string(j.mode)}); err != nil {
 			e.log.Error("audit write failed", "recipe", l.Recipe.Name, "err", err)
 		}
 	}
@@ -453,7 +482,7 @@ func (e *Engine) shell(j job, i int) *sandbox.Transcript {
 		audit(-1, msg, "denied")
 		return tr
 	}
-	if l.Mode == policy.ModeDryRun {
+	if j.mode == policy.ModeDryRun {
 		tr.Status = sandbox.StatusOK
 		tr.Calls = append(tr.Calls, sandbox.Call{Helper: "shell", Args: []string{}, Result: 0})
 		audit(0, "", "would")

@@ -445,3 +445,30 @@ func TestWantsFileSkipsWhatNoRecipeCanMatch(t *testing.T) {
 		t.Fatal("a regex recipe must see every file event")
 	}
 }
+
+func TestEnforceScope(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		scope   []string
+		outcome string
+	}{
+		{"no scope: enforce", nil, "done"},
+		{"an ancestor in scope: enforce", []string{"/usr/bin/bash"}, "done"},
+		{"outside the scope: dry-run", []string{"/opt/ci/runner"}, "would"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			live := &sandbox.Recorder{}
+			r := newRig(t, map[string]string{"miner.yaml": minerRecipe, "miner_exec.policy.yaml": minerPolicy},
+				func(c *Config) { c.Live.Proc = live; c.EnforceScope = tc.scope })
+			r.e.Handle(event.Sample(event.TypeExecution))
+			r.settle(t, 1)
+			rows := r.audit(t)
+			if len(rows) != 1 || rows[0].Outcome != tc.outcome {
+				t.Fatalf("audit = %+v, want outcome %s", rows, tc.outcome)
+			}
+			if acted := len(live.Recorded()) > 0; acted != (tc.outcome == "done") {
+				t.Fatalf("live world effects %q with outcome %s", live.Recorded(), tc.outcome)
+			}
+		})
+	}
+}

@@ -407,9 +407,21 @@ func (inv *invocation) target(scope string, args []string, kill bool) (proc.Targ
 		return t, errors.New("no process actuator")
 	}
 	if err := inv.env.World.Proc.Check(t); err != nil {
+		if errors.Is(err, proc.ErrGone) {
+			return t, err // nothing to do (1), not a refusal: see gone
+		}
 		return t, refuse("%v", err)
 	}
 	return t, nil
+}
+
+// gone turns "the target already exited" into Jibril's "nothing to do" (1): done is true
+// when the helper is finished, with result or err.
+func gone(err error) (result any, done bool, rest error) {
+	if errors.Is(err, proc.ErrGone) {
+		return 1, true, nil
+	}
+	return nil, err != nil, err
 }
 
 // disarm applies the policy's circuit breaker to a kill or block target.
@@ -432,8 +444,8 @@ func (inv *invocation) disarm(target string) error {
 func hKill(scope string) func(inv *invocation, args []string) (any, error) {
 	return func(inv *invocation, args []string) (any, error) {
 		t, err := inv.target(scope, args, true)
-		if err != nil {
-			return nil, err
+		if r, done, err := gone(err); done {
+			return r, err
 		}
 		if err := inv.disarm("pid:" + strconv.Itoa(t.PID)); err != nil {
 			return nil, err
@@ -448,8 +460,8 @@ func hKill(scope string) func(inv *invocation, args []string) (any, error) {
 func hFreeze(thaw bool) func(inv *invocation, args []string) (any, error) {
 	return func(inv *invocation, args []string) (any, error) {
 		t, err := inv.target("", args, false)
-		if err != nil {
-			return nil, err
+		if r, done, err := gone(err); done {
+			return r, err
 		}
 		if thaw {
 			return inv.env.World.Proc.Thaw(inv.ctx, t)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -45,6 +46,9 @@ type daemonConfig struct {
 	Confine       confineConfig  `koanf:"confine"`
 	// RecipeModes switches named recipes to enforce, dry-run or off, whatever they ship with.
 	RecipeModes map[string]string `koanf:"recipe_modes"`
+	// EnforceScope limits enforcement to processes running, or descending from, these
+	// executables (engine.Config.EnforceScope).
+	EnforceScope []string `koanf:"enforce_scope"`
 
 	EnvIgnored []string `koanf:"-"` // JIBRIL_* variables that name no setting
 }
@@ -189,6 +193,11 @@ func decode(k *koanf.Koanf, out *daemonConfig) error {
 func (c *daemonConfig) validate() error {
 	if c.DefaultPolicy != "strict" && c.DefaultPolicy != "jibril" {
 		return fmt.Errorf("default_policy: %q is not strict or jibril", c.DefaultPolicy)
+	}
+	for i, p := range c.EnforceScope {
+		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+			return fmt.Errorf("enforce_scope[%d]: %q is not a clean absolute path", i, p)
+		}
 	}
 	for name, m := range c.RecipeModes {
 		switch policy.Mode(m) {

@@ -78,6 +78,9 @@ const configTemplate = `# jibril daemon configuration (jibril run --config FILE)
 # reload_every: {{dur .ReloadEvery}}
 # Switch named recipes to enforce, dry-run or off, whatever they ship with.
 # recipe_modes: {}
+# Enforce only for processes that run, or descend from, one of these executables (absolute
+# paths); every other reaction runs in dry-run. Empty: enforce everywhere.
+# enforce_scope: []
 
 # printers:
 #   stdout:

@@ -230,7 +230,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 	}
 	d.eng = engine.New(engine.Config{Host: d.host, Printer: d.printers, Live: liveWorld, DryRun: dry,
 		Audit: audit, Observer: d.met, Log: log, AllowPower: cfg.AllowPower, ShellTempDir: liveworld.TempRoot(cfg.StateDir),
-		Workers: cfg.Engine.Workers, Queue: cfg.Engine.Queue, Instances: cfg.Engine.Instances})
+		Workers: cfg.Engine.Workers, Queue: cfg.Engine.Queue, Instances: cfg.Engine.Instances, EnforceScope: cfg.EnforceScope})
 	srcs, opt := cfg.sources(), cfg.loadOptions()
 	set := d.eng.Load(ctx, srcs, opt)
 	reportSet(log, set)
