@@ -534,23 +534,31 @@ func (e *Engine) Notice(name, note, importance string) {
 // WantsFile reports whether any loaded recipe could match a file event on path with these
 // actions. The feed asks before enriching a file event (ancestry, process details, the JSON
 // tree), which costs far more than this check: in a file storm most events concern no recipe.
-func (e *Engine) WantsFile(path string, actions []string) bool {
+// probe is scratch space of the caller's (one per goroutine, reused: a storm allocates nothing
+// here), nil for a fresh one.
+func (e *Engine) WantsFile(path string, actions []string, probe *event.Event) bool {
 	set := e.set.Load()
-	var probe *event.Event
+	filled := false
 	for _, l := range set.Recipes {
 		if !l.Recipe.Enabled || !l.Recipe.Mechanism.MatchesFiles() {
 			continue
 		}
-		if l.prefilter == nil {
-			return true
+		if !filled {
+			if probe == nil {
+				probe = &event.Event{}
+			}
+			if probe.File == nil {
+				probe.File = &event.File{}
+			}
+			probe.EventType = event.TypeFileAccess
+			probe.File.SetPath(path)
+			probe.File.SetActions(actions...)
+			filled = true
 		}
-		if probe == nil {
-			f := &event.File{}
-			f.SetPath(path)
-			f.SetActions(actions...)
-			probe = &event.Event{EventType: event.TypeFileAccess, File: f}
+		if l.prefilter != nil && !l.prefilter.Pass(probe) {
+			continue
 		}
-		if l.prefilter.Pass(probe) {
+		if l.matcher.MatchFile(probe) { // paths (regexes too) and actions; the process comes later
 			return true
 		}
 	}

@@ -434,15 +434,20 @@ func TestWantsFileSkipsWhatNoRecipeCanMatch(t *testing.T) {
 		{"/srv/watched/a", []string{"open", "read"}, false},
 		{"/srv/other/a", []string{"write"}, false},
 	} {
-		if got := r.e.WantsFile(tc.path, tc.actions); got != tc.want {
+		if got := r.e.WantsFile(tc.path, tc.actions, nil); got != tc.want {
 			t.Errorf("WantsFile(%s, %v) = %v, want %v", tc.path, tc.actions, got, tc.want)
 		}
 	}
-	// A recipe with no cheap filter (a bare regex) can match anything.
-	writeAtomic(t, filepath.Join(r.dir, "g.yaml"), "- kind: k\n  name: anything\n  mechanism: file_access\n  regex: '.*\\.key$'\n")
-	r.e.Load(context.Background(), r.srcs, r.opt)
-	if !r.e.WantsFile("/srv/other/a", []string{"read"}) {
-		t.Fatal("a regex recipe must see every file event")
+	// A recipe with no cheap filter (a bare regex): its regex decides, before enrichment.
+	writeAtomic(t, filepath.Join(r.dir, "g.yaml"), "- kind: k\n  name: keys\n  mechanism: file_access\n  regex: '.*\\.key$'\n")
+	if set := r.e.Load(context.Background(), r.srcs, r.opt); len(set.Errors) > 0 {
+		t.Fatal(set.Errors)
+	}
+	if !r.e.WantsFile("/srv/other/server.key", []string{"open", "read"}, nil) {
+		t.Fatal("the regex recipe must see the events its regex matches")
+	}
+	if r.e.WantsFile("/srv/other/a", []string{"open", "read"}, &event.Event{}) {
+		t.Fatal("no recipe can match /srv/other/a")
 	}
 }
 

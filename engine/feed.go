@@ -8,6 +8,7 @@ import (
 	"github.com/jibril-rt/jibril/bpf"
 	"github.com/jibril-rt/jibril/engine/dnscache"
 	"github.com/jibril-rt/jibril/engine/enrich"
+	"github.com/jibril-rt/jibril/engine/event"
 	"github.com/jibril-rt/jibril/engine/proctable"
 )
 
@@ -70,6 +71,7 @@ func (f *Feed) Run(ctx context.Context) {
 		}
 	})
 	run(func() {
+		probe := &event.Event{}
 		for {
 			select {
 			case <-ctx.Done():
@@ -79,7 +81,7 @@ func (f *Feed) Run(ctx context.Context) {
 					return
 				}
 				count("file")
-				if !f.Engine.WantsFile(filePath(ev), enrich.ActionNames(ev)) {
+				if !f.Engine.WantsFile(filePath(ev), enrich.ActionNames(ev), probe) {
 					continue
 				}
 				if e := f.Enrich.File(ev); e != nil {

@@ -188,6 +188,13 @@ func (m *Matcher) Match(e *event.Event) bool {
 	return true
 }
 
+// MatchFile reports whether a file event's path and actions satisfy the recipe, leaving out
+// the arbitrary groups (they read the process, which is not known yet when this is asked): a
+// superset of Match for file events, cheap enough to decide whether to enrich an event at all.
+func (m *Matcher) MatchFile(e *event.Event) bool {
+	return e != nil && e.EventType == event.TypeFileAccess && m.files && m.matchFile(e)
+}
+
 func actionMask(f *event.File) uint32 {
 	var mask uint32
 	for i, a := range event.ActionNames() {
