@@ -54,18 +54,20 @@ const prelude = `(function (natives, table, kind, name) {
   };
   var NativeError = g.Error;
   var wrap = function (h, ret, fname) {
-    var f = function () {
+    // Named parameters rather than arguments: QuickJS allocates an arguments object on every
+    // call of a function that mentions it. Trailing undefined arguments are dropped, so that
+    // Jibril's optional arguments (NetBlockIp(), DataPush(v)) keep their meaning.
+    var f = function (a, b, c) {
       // Jibril's Error(msg) logs, yet reactions still need "new Error(...)" and instanceof.
-      if (fname === "Error" && new.target !== undefined) return Reflect.construct(NativeError, arguments, new.target);
-      var n = arguments.length;
-      while (n > 0 && arguments[n - 1] === undefined) n--;
-      var r;
-      switch (n) {
-        case 0: r = h(); break;
-        case 1: r = h(str(arguments[0])); break;
-        case 2: r = h(str(arguments[0]), str(arguments[1])); break;
-        default: r = h(str(arguments[0]), str(arguments[1]), str(arguments[2])); break;
+      if (new.target !== undefined) {
+        if (fname !== "Error") throw new TypeError(fname + " is not a constructor");
+        return Reflect.construct(NativeError, b === undefined ? (a === undefined ? [] : [a]) : [a, b], new.target);
       }
+      var r;
+      if (c !== undefined) r = h(str(a), str(b), str(c));
+      else if (b !== undefined) r = h(str(a), str(b));
+      else if (a !== undefined) r = h(str(a));
+      else r = h();
       if (ret === "json") return r === null || r === undefined ? null : JSON.parse(r);
       return r;
     };
