@@ -178,6 +178,49 @@ func (e FileEvent) Actions() []Op {
 	return ops
 }
 
+// OpMask is a set of file operations: bit 1<<Op for each Op. The kernel
+// filter uses the same bits (OPB_* in c/file.bpf.c).
+type OpMask uint32
+
+// AllOps holds every Op.
+const AllOps OpMask = 1<<(OpChown+1) - 1<<OpOpen
+
+// MaskOf returns the set of ops.
+func MaskOf(ops ...Op) OpMask {
+	var m OpMask
+	for _, o := range ops {
+		if o >= OpOpen && o <= OpChown {
+			m |= 1 << o
+		}
+	}
+	return m
+}
+
+// Has reports whether o is in the set.
+func (m OpMask) Has(o Op) bool { return o >= OpOpen && o <= OpChown && m&(1<<o) != 0 }
+
+func (m OpMask) String() string {
+	if m == 0 {
+		return "none"
+	}
+	var b []byte
+	for o := OpOpen; o <= OpChown; o++ {
+		if m.Has(o) {
+			if len(b) > 0 {
+				b = append(b, '|')
+			}
+			b = append(b, o.String()...)
+		}
+	}
+	if rest := m &^ AllOps; rest != 0 {
+		b = fmt.Appendf(b, "|%#x", uint32(rest))
+	}
+	return string(b)
+}
+
+// Ops is the set of Actions: the bits the kernel filter tests.
+func (e FileEvent) Ops() OpMask { return MaskOf(e.Actions()...) }
+
 // NetOp says which hook produced a NetEvent.
 type NetOp uint8
 

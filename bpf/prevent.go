@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -157,27 +158,53 @@ type prefixKey struct {
 	Data [pathCap]byte
 }
 
-// SetFilePrefixes replaces the path prefixes of the in-kernel file filter.
-// With at least one prefix, file events whose absolute paths match none are
-// dropped in the kernel; relative, unreadable, non-canonical and fd-only
-// events always pass (the kernel cannot prove them irrelevant). An empty
-// list turns the filter off. A prefix is a byte prefix: "/etc" also matches
-// "/etcetera"; use "/etc/" for a directory.
+// FilePrefix is one entry of the in-kernel file filter: the operations
+// wanted for the paths that start with Prefix.
+type FilePrefix struct {
+	// Prefix is a byte prefix of absolute paths: "/etc" also matches
+	// "/etcetera"; use "/etc/" for a directory.
+	Prefix string
+	Ops    OpMask // 0 wants nothing under Prefix (the entry is inert)
+}
+
+// SetFilePrefixes is SetFileFilter with every operation wanted under each
+// prefix.
 func (s *Sensors) SetFilePrefixes(prefixes []string) error {
-	want := make(map[string]struct{}, len(prefixes))
+	f := make([]FilePrefix, len(prefixes))
 	for i, p := range prefixes {
+		f[i] = FilePrefix{Prefix: p, Ops: AllOps}
+	}
+	return s.SetFileFilter(f)
+}
+
+// SetFileFilter replaces the in-kernel file filter. With at least one
+// entry, a file event is dropped in the kernel unless one of its absolute
+// paths starts with a prefix whose Ops share an operation with the event's
+// (FileEvent.Ops: an open is "open" plus create/write/truncate from its
+// flags). Relative, unreadable, truncated, non-canonical and fd-only events
+// always pass (the kernel cannot prove them irrelevant). Equal prefixes
+// are merged (union of their Ops). An empty filter turns it off.
+func (s *Sensors) SetFileFilter(filter []FilePrefix) error {
+	want := make(map[string]OpMask, len(filter))
+	for i, f := range filter {
+		p := f.Prefix
 		switch {
 		case len(p) == 0 || p[0] != '/':
 			return fmt.Errorf("file prefix %d (%q): not an absolute path", i, p)
 		case len(p) >= pathCap:
 			return fmt.Errorf("file prefix %d (%.40q...): longer than %d bytes", i, p, pathCap-1)
+		case strings.IndexByte(p, 0) >= 0:
+			return fmt.Errorf("file prefix %d (%q): contains a NUL byte", i, p)
+		case f.Ops&^AllOps != 0:
+			return fmt.Errorf("file prefix %d (%q): unknown operation bits %#x", i, p, uint32(f.Ops&^AllOps))
 		}
-		for j := 0; j < len(p); j++ {
-			if p[j] == 0 {
-				return fmt.Errorf("file prefix %d (%q): contains a NUL byte", i, p)
-			}
-		}
-		want[p] = struct{}{}
+		want[p] |= f.Ops
+	}
+	// The trie answers with the longest matching prefix only: each entry
+	// stores its own ops and those of every shorter entry it extends.
+	eff := make(map[string]OpMask, len(want))
+	for p := range want {
+		eff[p] = unionUpTo(want, p)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -187,18 +214,14 @@ func (s *Sensors) SetFilePrefixes(prefixes []string) error {
 	if s.prefixMap == nil {
 		return errors.New("the file sensor is not loaded")
 	}
-	// Add before removing: during the switch the filter lets more through,
-	// never less.
-	for p := range want {
-		if _, ok := s.prefixes[p]; ok {
-			continue
+	// During the switch the filter lets through at least what the new one
+	// does: first every new entry with the union of its new ops and what
+	// the old filter let through there, then the removals, then the exact
+	// values.
+	for p, m := range eff {
+		if err := s.storePrefix(p, m|longestMatch(s.prefixes, p)); err != nil {
+			return err
 		}
-		k := prefixKey{Bits: uint32(len(p)) * 8}
-		copy(k.Data[:], p)
-		if err := s.prefixMap.Update(&k, uint32(1), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("add file prefix %q: %w", p, err)
-		}
-		s.prefixes[p] = struct{}{}
 	}
 	on := uint32(0)
 	if len(want) > 0 {
@@ -218,7 +241,46 @@ func (s *Sensors) SetFilePrefixes(prefixes []string) error {
 		}
 		delete(s.prefixes, p)
 	}
+	for p, m := range eff {
+		if err := s.storePrefix(p, m); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// storePrefix writes one trie entry unless it already holds m.
+func (s *Sensors) storePrefix(p string, m OpMask) error {
+	if cur, ok := s.prefixes[p]; ok && cur == m {
+		return nil
+	}
+	k := prefixKey{Bits: uint32(len(p)) * 8}
+	copy(k.Data[:], p)
+	if err := s.prefixMap.Update(&k, uint32(m), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set file prefix %q to %v: %w", p, m, err)
+	}
+	s.prefixes[p] = m
+	return nil
+}
+
+// unionUpTo returns the union of the ops of every entry of set that is a
+// prefix of p (p included).
+func unionUpTo(set map[string]OpMask, p string) OpMask {
+	var m OpMask
+	for i := 1; i <= len(p); i++ {
+		m |= set[p[:i]]
+	}
+	return m
+}
+
+// longestMatch returns what the trie holding set answers for path p.
+func longestMatch(set map[string]OpMask, p string) OpMask {
+	for i := len(p); i > 0; i-- {
+		if m, ok := set[p[:i]]; ok {
+			return m
+		}
+	}
+	return 0
 }
 
 func (s *Sensors) setFilter(on uint32) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,7 +36,9 @@ type Config struct {
 
 	// ExecKillInodes are executables killed at exec (see KillOnExec).
 	ExecKillInodes []string
-	// FilePrefixes turns the in-kernel file filter on (see SetFilePrefixes).
+	// FileFilter and FilePrefixes (every operation wanted) turn the
+	// in-kernel file filter on (see SetFileFilter).
+	FileFilter   []FilePrefix
 	FilePrefixes []string
 	// WatchSelf reports the file and socket system calls of this process;
 	// by default they are ignored in the kernel to avoid feedback loops.
@@ -189,8 +192,8 @@ type Sensors struct {
 	attached []string
 	selfExe  FileID
 
-	mu        sync.Mutex // map updates and Close
-	prefixes  map[string]struct{}
+	mu        sync.Mutex        // map updates and Close
+	prefixes  map[string]OpMask // the prefixes trie as written
 	closed    bool
 	closeOnce sync.Once
 }
@@ -223,7 +226,7 @@ func Open(ctx context.Context, cfg Config) (*Sensors, error) {
 		file:     make(chan FileEvent, cfg.ChannelSize),
 		net:      make(chan NetEvent, cfg.ChannelSize),
 		dns:      make(chan DNSEvent, cfg.ChannelSize),
-		prefixes: map[string]struct{}{},
+		prefixes: map[string]OpMask{},
 	}
 	s.clock.refresh()
 	if id, err := FileIDOf("/proc/self/exe"); err == nil {
@@ -263,8 +266,12 @@ func (s *Sensors) open(ctx context.Context) error {
 			return err
 		}
 	}
-	if len(s.cfg.FilePrefixes) > 0 {
-		if err := s.SetFilePrefixes(s.cfg.FilePrefixes); err != nil {
+	filter := slices.Clone(s.cfg.FileFilter)
+	for _, p := range s.cfg.FilePrefixes {
+		filter = append(filter, FilePrefix{Prefix: p, Ops: AllOps})
+	}
+	if len(filter) > 0 {
+		if err := s.SetFileFilter(filter); err != nil {
 			return err
 		}
 	}

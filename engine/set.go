@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/jibril-rt/jibril/bpf"
 	"github.com/jibril-rt/jibril/engine/match"
 	"github.com/jibril-rt/jibril/recipes"
 	"github.com/jibril-rt/jibril/recipes/policy"
@@ -396,20 +397,68 @@ func errorLines(errs []error) string {
 	return b.String()
 }
 
-// FilePrefixes are the path prefixes that cover every file event a file recipe can match, for
-// the in-kernel filter; ok is false when none exist (a bare regex or a base name anywhere),
-// and then the filter must stay off.
-func FilePrefixes(l *Loaded) (prefixes []string, ok bool) {
+// FilePrefixes are the path prefixes that cover every file event a file recipe can match, each
+// with the operations the recipe wants (FileOpMask of its actions), for the in-kernel filter.
+// A recipe no prefix covers (a bare regex, a base name anywhere) gets "/": every absolute path,
+// still only its operations.
+func FilePrefixes(l *Loaded) []bpf.FilePrefix {
 	pf := l.prefilter
 	if pf == nil || len(pf.Bases) > 0 {
-		return nil, false
+		var acts []string
+		if pf != nil {
+			acts = pf.Actions
+		} else {
+			for _, a := range l.Recipe.FileActions { // exclusions ignored: a superset
+				acts = append(acts, string(a))
+			}
+		}
+		return []bpf.FilePrefix{{Prefix: "/", Ops: FileOpMask(acts)}}
 	}
-	prefixes = append(prefixes, pf.Paths...)
+	ops := FileOpMask(pf.Actions)
+	var prefixes []bpf.FilePrefix
+	for _, p := range pf.Paths {
+		prefixes = append(prefixes, bpf.FilePrefix{Prefix: p, Ops: ops})
+	}
 	for _, d := range pf.DirPrefixes {
 		if !strings.HasSuffix(d, "/") {
 			d += "/"
 		}
-		prefixes = append(prefixes, d)
+		prefixes = append(prefixes, bpf.FilePrefix{Prefix: d, Ops: ops})
 	}
-	return prefixes, len(prefixes) > 0
+	return prefixes
+}
+
+// FileOpMask returns the kernel file operations whose events can carry one of the actions (the
+// inverse of enrich.ActionNames); no action means any. The actions the file sensor never
+// reports on their own happen on an opened file: read, mmap, close, ... keep every open, fsync
+// (a modification) the opens for writing. execve comes from the exec sensor, which this filter
+// does not cover. An unknown name keeps everything (fail closed).
+func FileOpMask(actions []string) bpf.OpMask {
+	if len(actions) == 0 {
+		return bpf.AllOps
+	}
+	var m bpf.OpMask
+	for _, a := range actions {
+		switch recipes.FileAction(a) {
+		case recipes.ActOpen, recipes.ActRead, recipes.ActMmap, recipes.ActLlseek, recipes.ActClose,
+			recipes.ActFasync, recipes.ActFlock:
+			m |= bpf.MaskOf(bpf.OpOpen)
+		case recipes.ActWrite, recipes.ActFsync:
+			m |= bpf.MaskOf(bpf.OpWrite)
+		case recipes.ActCreate:
+			m |= bpf.MaskOf(bpf.OpCreate, bpf.OpSymlink, bpf.OpMkdir)
+		case recipes.ActTruncate:
+			m |= bpf.MaskOf(bpf.OpTruncate)
+		case recipes.ActUnlink:
+			m |= bpf.MaskOf(bpf.OpUnlink, bpf.OpRmdir)
+		case recipes.ActRename:
+			m |= bpf.MaskOf(bpf.OpRename)
+		case recipes.ActLink:
+			m |= bpf.MaskOf(bpf.OpLink)
+		case recipes.ActExecve:
+		default:
+			return bpf.AllOps
+		}
+	}
+	return m
 }

@@ -4,7 +4,9 @@
 // tracepoint for all of them: it needs no tracefs and one descriptor table
 // covers the legacy and the *at variants). Paths are read from user memory,
 // bounded to PATH_CAP bytes, and filtered in the kernel against a trie of
-// path prefixes when user space turns the filter on.
+// path prefixes when user space turns the filter on. Each prefix carries the
+// operations wanted under it (a mask of OPB_* bits): an event passes when a
+// path matches a prefix whose mask shares a bit with the event's operations.
 
 #include "common.h"
 
@@ -23,6 +25,21 @@ char LICENSE[] SEC("license") = "GPL";
 #define OP_CHMOD 9
 #define OP_CHOWN 10
 
+// Operation bits of the filter masks: bit (1 << Op) of the Go side's Op
+// (events.go), so that an OP_OPEN expands exactly as FileEvent.Actions does.
+#define OPB_OPEN (1 << 1)
+#define OPB_CREATE (1 << 2)
+#define OPB_WRITE (1 << 3)
+#define OPB_TRUNCATE (1 << 4)
+#define OPB_UNLINK (1 << 5)
+#define OPB_RMDIR (1 << 6)
+#define OPB_RENAME (1 << 7)
+#define OPB_LINK (1 << 8)
+#define OPB_SYMLINK (1 << 9)
+#define OPB_MKDIR (1 << 10)
+#define OPB_CHMOD (1 << 11)
+#define OPB_CHOWN (1 << 12)
+
 #define F_REL1 0x1       // path1 is relative (to dirfd1 or the cwd)
 #define F_REL2 0x2       // path2 is relative
 #define F_TRUNC1 0x4     // path1 filled PATH_CAP: may be truncated
@@ -35,7 +52,12 @@ char LICENSE[] SEC("license") = "GPL";
 #define F_HOW_ERR 0x200  // openat2: struct open_how could not be read
 
 #define AT_REMOVEDIR 0x200
-#define O_CREAT_WRONLY_TRUNC (0100 | 01 | 01000)
+#define O_WRONLY 01
+#define O_RDWR 02
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define O_TMPFILE (020000000 | 0200000)
+#define O_CREAT_WRONLY_TRUNC (O_CREAT | O_WRONLY | O_TRUNC)
 
 struct file_event {
 	struct ev_hdr h;
@@ -78,7 +100,7 @@ struct {
 	__uint(max_entries, 4096);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct prefix_key);
-	__type(value, u32);
+	__type(value, u32); // OPB_* mask, already the union with its ancestors'
 } prefixes SEC(".maps");
 
 struct {
@@ -234,15 +256,54 @@ __noinline int path_noncanon(const struct pathbuf *pb, u32 len)
 	return 0;
 }
 
-// keep_path decides whether one path passes the prefix filter. Relative,
-// unreadable and non-canonical paths always pass: the kernel cannot prove
-// them irrelevant (fail closed).
-static __always_inline int keep_path(u32 *key, const char *path, u32 pflags,
-				     u32 *evflags)
+// op_bits returns the OPB_* bits of an event, as FileEvent.Actions expands
+// it: an open is always "open", plus create, write and truncate from flags.
+static __always_inline u32 op_bits(u32 op, u64 fl)
 {
-	if (pflags & (F_REL1 | F_REL2 | F_ERR1 | F_ERR2))
+	switch (op) {
+	case OP_OPEN: {
+		u32 b = OPB_OPEN;
+		if ((fl & O_CREAT) || (fl & O_TMPFILE) == O_TMPFILE)
+			b |= OPB_CREATE;
+		if (fl & (O_WRONLY | O_RDWR))
+			b |= OPB_WRITE;
+		if (fl & O_TRUNC)
+			b |= OPB_TRUNCATE;
+		return b;
+	}
+	case OP_TRUNCATE:
+		return OPB_TRUNCATE;
+	case OP_UNLINK:
+		return OPB_UNLINK;
+	case OP_RMDIR:
+		return OPB_RMDIR;
+	case OP_RENAME:
+		return OPB_RENAME;
+	case OP_LINK:
+		return OPB_LINK;
+	case OP_SYMLINK:
+		return OPB_SYMLINK;
+	case OP_MKDIR:
+		return OPB_MKDIR;
+	case OP_CHMOD:
+		return OPB_CHMOD;
+	case OP_CHOWN:
+		return OPB_CHOWN;
+	}
+	return ~0u; // unknown: let it through
+}
+
+// keep_path decides whether one path passes the filter. Relative,
+// unreadable, truncated and non-canonical paths always pass: the kernel
+// cannot prove them irrelevant (fail closed). A truncated path may hold a
+// "/../" past the bytes read.
+static __always_inline int keep_path(u32 *key, const char *path, u32 pflags,
+				     u32 bits, u32 *evflags)
+{
+	if (pflags & (F_REL1 | F_REL2 | F_ERR1 | F_ERR2 | F_TRUNC1 | F_TRUNC2))
 		return 1;
-	if (bpf_map_lookup_elem(&prefixes, key)) {
+	u32 *mask = bpf_map_lookup_elem(&prefixes, key);
+	if (mask && (*mask & bits)) {
 		*evflags |= F_MATCH;
 		return 1;
 	}
@@ -278,21 +339,10 @@ int file_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	u32 flags = 0;
 	u32 op = D_OP(d);
 	u32 sp = D_SP(d);
-	e->h.kind = EV_FILE;
-	e->nr = nr;
-	e->pid = (u32)pt;
-	e->tgid = tgid;
-	u64 ug = bpf_get_current_uid_gid();
-	e->uid = (u32)ug;
-	e->gid = ug >> 32;
-	e->dirfd1 = (s32)arg_or(regs, D_IDX(d, 11), (u64)-100);
-	e->dirfd2 = (s32)arg_or(regs, D_IDX(d, 17), (u64)-100);
-	e->fd = (s32)arg_or(regs, D_IDX(d, 26), (u64)-1);
+	// What the filter needs first (flags, paths); the rest only for the
+	// events it keeps: most are dropped.
 	e->arg = arg_or(regs, D_IDX(d, 20), 0);
 	e->mode = (u32)arg_or(regs, D_IDX(d, 23), 0);
-	e->owner = (u32)arg_or(regs, D_IDX(d, 29), (u64)-1);
-	e->group = (u32)arg_or(regs, D_IDX(d, 32), (u64)-1);
-
 	if (sp == SP_CREAT) {
 		e->arg = O_CREAT_WRONLY_TRUNC;
 	} else if (sp == SP_OPENAT2) {
@@ -323,13 +373,27 @@ int file_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	flags |= f1 | f2;
 
 	if (c && c->filter_on && !(flags & (F_FDONLY | F_HOW_ERR))) {
-		int keep = keep_path(&e->path1_bits, e->path1, f1, &flags);
+		u32 bits = op_bits(op, e->arg);
+		int keep = keep_path(&e->path1_bits, e->path1, f1, bits, &flags);
 		if (!keep && p2 != NA)
-			keep = keep_path(&e->path2_bits, e->path2, f2, &flags);
+			keep = keep_path(&e->path2_bits, e->path2, f2, bits,
+					 &flags);
 		if (!keep)
 			return 0;
 	}
 
+	e->h.kind = EV_FILE;
+	e->nr = nr;
+	e->pid = (u32)pt;
+	e->tgid = tgid;
+	u64 ug = bpf_get_current_uid_gid();
+	e->uid = (u32)ug;
+	e->gid = ug >> 32;
+	e->dirfd1 = (s32)arg_or(regs, D_IDX(d, 11), (u64)-100);
+	e->dirfd2 = (s32)arg_or(regs, D_IDX(d, 17), (u64)-100);
+	e->fd = (s32)arg_or(regs, D_IDX(d, 26), (u64)-1);
+	e->owner = (u32)arg_or(regs, D_IDX(d, 29), (u64)-1);
+	e->group = (u32)arg_or(regs, D_IDX(d, 32), (u64)-1);
 	e->h.flags = flags;
 	e->h.ktime = bpf_ktime_get_ns();
 	e->cgroup_id = bpf_get_current_cgroup_id();

@@ -533,8 +533,7 @@ func (d *daemon) applyKernelFilters(s *engine.Set) {
 	d.prevent.mu.Lock()
 	defer d.prevent.mu.Unlock()
 	kill, deny := map[string]bool{}, map[string]bool{}
-	var prefixes []string
-	filterable := true
+	prefixes := map[string]bpf.OpMask{}
 	// Only execs an enforcing reaction may act on need the reader woken at once; the others
 	// (dry-run recipes, the process table) are delivered in batches, which spares every exec on
 	// the host the cost of a wake-up.
@@ -546,9 +545,9 @@ func (d *daemon) applyKernelFilters(s *engine.Set) {
 			continue
 		}
 		if r.Mechanism.MatchesFiles() {
-			ps, ok := engine.FilePrefixes(l)
-			filterable = filterable && ok
-			prefixes = append(prefixes, ps...)
+			for _, p := range engine.FilePrefixes(l) {
+				prefixes[p.Prefix] |= p.Ops
+			}
 		}
 		if r.Mechanism.MatchesExecutions() && l.Mode == policy.ModeEnforce && len(l.Recipe.Reactions) > 0 {
 			names, ok := execBaseNames(r)
@@ -570,15 +569,16 @@ func (d *daemon) applyKernelFilters(s *engine.Set) {
 			}
 		}
 	}
-	if !filterable {
-		prefixes = nil
+	filter := make([]bpf.FilePrefix, 0, len(prefixes))
+	for p, ops := range prefixes {
+		filter = append(filter, bpf.FilePrefix{Prefix: p, Ops: ops})
 	}
+	sort.Slice(filter, func(i, j int) bool { return filter[i].Prefix < filter[j].Prefix })
 	if err := d.sensors.SetExecWakeup(wakeAll, urgent); err != nil {
 		d.log.Warn("exec wake-up policy: every exec wakes the reader", "err", err)
 		_ = d.sensors.SetExecWakeup(true, nil)
 	}
-	sort.Strings(prefixes)
-	if err := d.sensors.SetFilePrefixes(prefixes); err != nil {
+	if err := d.sensors.SetFileFilter(filter); err != nil {
 		d.log.Warn("in-kernel file filter", "err", err)
 	}
 	if d.prevent.kill == nil {

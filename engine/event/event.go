@@ -127,7 +127,13 @@ type File struct {
 
 // ActionNames lists the file action names in canonical order (same as recipes.FileActions).
 func ActionNames() []string {
-	return []string{"fasync", "flock", "fsync", "llseek", "mmap", "open", "read", "write",
+	a := actionNames()
+	return a[:]
+}
+
+// actionNames is ActionNames as an array value: the hot paths iterate it without allocating.
+func actionNames() [15]string {
+	return [15]string{"fasync", "flock", "fsync", "llseek", "mmap", "open", "read", "write",
 		"rename", "truncate", "unlink", "create", "close", "link", "execve"}
 }
 
@@ -172,22 +178,48 @@ func (f *File) flag(action string) *bool {
 // reports false when a name is not an action; known names are still applied.
 func (f *File) SetActions(actions ...string) bool {
 	ok := true
-	set := map[string]bool{}
+	names := actionNames()
+	var set uint32 // bit i: names[i]; a file event carries a handful of actions at most
 	for _, a := range actions {
-		if f.flag(a) == nil {
-			ok = false
-			continue
+		found := false
+		for i := range names {
+			if names[i] == a {
+				set |= 1 << i
+				found = true
+				break
+			}
 		}
-		set[a] = true
+		ok = ok && found
 	}
 	f.Actions = f.Actions[:0]
-	for _, a := range ActionNames() {
-		*f.flag(a) = set[a]
-		if set[a] {
-			f.Actions = append(f.Actions, a)
+	for i := range names {
+		on := set&(1<<i) != 0
+		*f.flag(names[i]) = on
+		if on {
+			f.Actions = append(f.Actions, names[i])
 		}
 	}
 	return ok
+}
+
+// Mask is the set of actions the file carries (by boolean or by list), bit i for
+// ActionNames()[i].
+func (f *File) Mask() uint32 {
+	names := actionNames()
+	var m uint32
+	for i := range names {
+		if *f.flag(names[i]) {
+			m |= 1 << i
+		}
+	}
+	for _, a := range f.Actions {
+		for i := range names {
+			if names[i] == a {
+				m |= 1 << i
+			}
+		}
+	}
+	return m
 }
 
 // Has reports whether the file carries an action (by boolean or by list).

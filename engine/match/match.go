@@ -195,15 +195,7 @@ func (m *Matcher) MatchFile(e *event.Event) bool {
 	return e != nil && e.EventType == event.TypeFileAccess && m.files && m.matchFile(e)
 }
 
-func actionMask(f *event.File) uint32 {
-	var mask uint32
-	for i, a := range event.ActionNames() {
-		if f.Has(a) {
-			mask |= 1 << i
-		}
-	}
-	return mask
-}
+func actionMask(f *event.File) uint32 { return f.Mask() }
 
 func (m *Matcher) matchFile(e *event.Event) bool {
 	f := e.File
