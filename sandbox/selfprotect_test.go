@@ -92,7 +92,9 @@ func TestSelfProtection(t *testing.T) {
 	defer st.Close()
 	protected := netip.MustParsePrefix("198.19.200.0/24")
 	live, err := liveworld.Open(ctx, liveworld.Config{StateDir: state, Store: st, NetNSFd: int(nsf.Fd()),
-		Protect: []netip.Prefix{protected}, Floor: proc.Floor{ProtectedNames: []string{"jguarded"}}})
+		// MinPID 3 (not the default 500): on a machine whose pids have wrapped, the test's own
+		// parent may sit below 500, and each refusal here must be for the reason it tests.
+		Protect: []netip.Prefix{protected}, Floor: proc.Floor{MinPID: 3, ProtectedNames: []string{"jguarded"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
