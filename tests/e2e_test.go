@@ -455,6 +455,23 @@ func TestDaemonEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("a symbolic link named otherwise does not hide the miner", func(t *testing.T) {
+		link := filepath.Join(bin, "kworker-"+tok)
+		if err := os.Symlink(miner, link); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(link, "0.2")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pid := cmd.Process.Pid
+		_ = cmd.Wait()
+		e := d.wait(t, "e2e_miner", func(e map[string]any) bool { return num(e, "process", "pid") == pid })
+		if str(e, "process", "exe") != miner || str(e, "file", "file") != link {
+			t.Fatalf("process.exe %q file.file %q, want the image %s and the link %s", str(e, "process", "exe"), str(e, "file", "file"), miner, link)
+		}
+	})
+
 	t.Run("JS reaction kills the process", func(t *testing.T) {
 		cmd := exec.Command(victim, "30")
 		if err := cmd.Start(); err != nil {

@@ -26,6 +26,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -118,8 +119,9 @@ func (e *Enricher) newEvent(kind string, t time.Time) *event.Event {
 func (e *Enricher) Exec(ev bpf.ExecEvent) *event.Event {
 	out := e.newEvent(event.TypeExecution, ev.Time)
 	pid := int32(ev.TGID)
+	executed := proctable.ExePath(ev, e.procRoot)
 	p := event.Process{PID: pid, PPID: int32(ev.PPID), UID: ev.UID, GID: ev.GID, Comm: ev.Comm,
-		Exe: proctable.ExePath(ev, e.procRoot)}
+		Exe: loadedImage(e.procRoot, pid, executed)}
 	p.SetArgv(ev.Argv)
 	if ev.StartTime != 0 {
 		p.Start = event.Stamp(e.procs.WallTime(ev.StartTime))
@@ -148,14 +150,32 @@ func (e *Enricher) Exec(ev bpf.ExecEvent) *event.Event {
 	out.Background.Ancestry = append(anc, event.Ancestor{PID: p.PID, PPID: p.PPID, UID: p.UID,
 		Comm: p.Comm, Cmd: p.Cmd, Exe: p.Exe, Args: p.Args, Start: p.Start})
 
-	if p.Exe != "" {
+	if executed == "" {
+		executed = p.Exe
+	}
+	if executed != "" {
 		f := &event.File{}
-		f.SetPath(p.Exe)
+		f.SetPath(executed)
 		f.SetActions(string(recipes.ActExecve))
 		out.File = f
-		out.Background.Files = fileTree(p.Exe, f.Actions)
+		out.Background.Files = fileTree(executed, f.Actions)
 	}
 	return out
+}
+
+// loadedImage is the file the kernel actually loaded (/proc/PID/exe): process.exe names the
+// image, file.file the path that was executed, which differ for a symbolic link (a link named
+// like a kernel thread pointing at a miner) or a script (its interpreter). When the process is
+// already gone, the executed path stands in.
+func loadedImage(procRoot string, pid int32, executed string) string {
+	if procRoot == "" {
+		procRoot = proctable.DefaultProcRoot
+	}
+	real, err := os.Readlink(procRoot + "/" + strconv.Itoa(int(pid)) + "/exe")
+	if err != nil || !path.IsAbs(real) {
+		return executed
+	}
+	return real
 }
 
 func sameStart(a, b uint64, coarse bool) bool {

@@ -216,8 +216,14 @@ func (m *Matcher) matchFile(e *event.Event) bool {
 	return m.paths.match(filePath(f))
 }
 
+// matchExec matches the image the kernel loaded (process.exe) and the path that was executed
+// (file.file): a symbolic link named like something harmless must not hide a miner, and a
+// recipe naming the link must still see it.
 func (m *Matcher) matchExec(e *event.Event) bool {
-	return m.paths.match(execPath(e))
+	if m.paths.match(execPath(e)) {
+		return true
+	}
+	return e.File != nil && filePath(e.File) != e.Process.Exe && m.paths.match(filePath(e.File))
 }
 
 // filePath is file.file, or dir/basename when only those are known.

@@ -113,6 +113,11 @@ func TestFileMatching(t *testing.T) {
 	})
 }
 
+// execLink makes the executed path (file.file) a link other than the loaded image.
+func execLink(p string) mutation {
+	return func(e *event.Event) { e.File.SetPath(p) }
+}
+
 func TestExecMatching(t *testing.T) {
 	const ex = "  mechanism: execution\n"
 	runMatchCases(t, []matchCase{
@@ -129,6 +134,10 @@ func TestExecMatching(t *testing.T) {
 		{"execution recipe ignores file access", ex + "  base: shadow\n", event.TypeFileAccess, nil, false},
 		{"both mechanisms see executions", "  mechanism: file_access_and_execution\n  base: xmrig\n", event.TypeExecution, nil, true},
 		{"prevent recipe matches", ex + "  base: xmrig\n  prevent: kill\n", event.TypeExecution, nil, true},
+		// A link executed as /tmp/kworker that loaded /tmp/.cache/xmrig: both names match.
+		{"loaded image behind a link", ex + "  base: xmrig\n", event.TypeExecution, execLink("/tmp/kworker"), true},
+		{"the link itself", ex + "  base: kworker\n", event.TypeExecution, execLink("/tmp/kworker"), true},
+		{"neither", ex + "  base: sshd\n", event.TypeExecution, execLink("/tmp/kworker"), false},
 	})
 }
 

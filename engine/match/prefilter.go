@@ -138,7 +138,7 @@ func (pf *Prefilter) Pass(e *event.Event) bool {
 		}
 		return pf.passPath(filePath(e.File))
 	case event.TypeExecution:
-		return pf.passPath(execPath(e))
+		return pf.passPath(execPath(e)) || (e.File != nil && pf.passPath(filePath(e.File)))
 	case event.TypeNetworkPeer:
 		return pf.passNetwork(e)
 	}
