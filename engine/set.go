@@ -153,32 +153,7 @@ func readSources(srcs []Source, policyDir string) ([]parsed, []error) {
 const maxRecipeFile = 4 << 20
 
 func readBounded(fsys fs.FS, name string) ([]byte, error) {
-	f, err := fsys.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
-	}
-	if st.Size() > maxRecipeFile {
-		return nil, fmt.Errorf("file larger than %d bytes", maxRecipeFile)
-	}
-	buf := make([]byte, st.Size()+1)
-	n, err := f.Read(buf)
-	for err == nil && n < len(buf) {
-		var m int
-		m, err = f.Read(buf[n:])
-		n += m
-	}
-	if n > maxRecipeFile {
-		return nil, fmt.Errorf("file larger than %d bytes", maxRecipeFile)
-	}
-	return buf[:n], nil
+	return recipes.ReadFile(fsys, name, maxRecipeFile)
 }
 
 // findPolicy looks for <name>.policy.yaml next to the recipe, then in the policy directory.

@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/jibril-rt/jibril/recipes"
 	"github.com/jibril-rt/jibril/recipes/policy"
 	"github.com/jibril-rt/jibril/sandbox"
 )
@@ -366,26 +367,7 @@ func yamlErr(file string, err error) error {
 }
 
 func readLimited(fsys fs.FS, name string) ([]byte, error) {
-	f, err := fsys.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", name)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxTestFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxTestFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes", name, maxTestFile)
-	}
-	return data, nil
+	return recipes.ReadFile(fsys, name, maxTestFile)
 }
 
 func caseFields() []string {
