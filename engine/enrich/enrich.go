@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -121,7 +122,7 @@ func (e *Enricher) Exec(ev bpf.ExecEvent) *event.Event {
 	pid := int32(ev.TGID)
 	executed := proctable.ExePath(ev, e.procRoot)
 	p := event.Process{PID: pid, PPID: int32(ev.PPID), UID: ev.UID, GID: ev.GID, Comm: ev.Comm,
-		Exe: loadedImage(e.procRoot, pid, executed)}
+		Exe: loadedImage(e.procRoot, pid, executed, ev.Exe)}
 	p.SetArgv(ev.Argv)
 	if ev.StartTime != 0 {
 		p.Start = event.Stamp(e.procs.WallTime(ev.StartTime))
@@ -165,14 +166,21 @@ func (e *Enricher) Exec(ev bpf.ExecEvent) *event.Event {
 
 // loadedImage is the file the kernel actually loaded (/proc/PID/exe): process.exe names the
 // image, file.file the path that was executed, which differ for a symbolic link (a link named
-// like a kernel thread pointing at a miner) or a script (its interpreter). When the process is
-// already gone, the executed path stands in.
-func loadedImage(procRoot string, pid int32, executed string) string {
+// like a kernel thread pointing at a miner) or a script (its interpreter). /proc shows the
+// process as it is now, which may already be a later exec: the link is used only when it
+// still leads to the very file this event loaded (id, from the kernel); otherwise, and when the
+// process is gone, the executed path stands in.
+func loadedImage(procRoot string, pid int32, executed string, id bpf.FileID) string {
 	if procRoot == "" {
 		procRoot = proctable.DefaultProcRoot
 	}
-	real, err := os.Readlink(procRoot + "/" + strconv.Itoa(int(pid)) + "/exe")
-	if err != nil || !path.IsAbs(real) {
+	link := procRoot + "/" + strconv.Itoa(int(pid)) + "/exe"
+	real, err := os.Readlink(link)
+	if err != nil || !path.IsAbs(real) || id.Ino == 0 {
+		return executed
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(link, &st); err != nil || st.Ino != id.Ino || st.Dev != id.Dev {
 		return executed
 	}
 	return real

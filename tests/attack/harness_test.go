@@ -176,6 +176,10 @@ func ipExe(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// process.exe is the image the kernel loaded: /usr/sbin/ip is a link on merged-/usr systems.
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		return real
+	}
 	return p
 }
 
