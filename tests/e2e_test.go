@@ -152,7 +152,14 @@ type daemon struct {
 func startDaemon(t *testing.T, netns, recipeDir, stateDir string) *daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+netns, jibrilBin, "run",
+	// pid_max is 32768 on these machines: after a while pids wrap and a test's victim can get a
+	// pid below Jibril's default floor of 500. The recipes here only ever match binaries this
+	// test created, so the floor is lowered to 2 (pid 1, the daemon and its parent stay protected).
+	cfg := filepath.Join(filepath.Dir(stateDir), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("protect:\n  min_pid: 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+netns, jibrilBin, "run", "--config", cfg,
 		"--no-builtin", "--recipes", recipeDir, "--state-dir", stateDir, "--no-metrics", "--log-format", "json")
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 15 * time.Second

@@ -168,6 +168,9 @@ func startDaemon(t *testing.T, o daemonOpts) *daemon {
 	}
 	args = append(args, o.args...)
 	cmd := exec.Command("nsenter", args...)
+	// pids wrap at 32768 here, so a victim may get a pid below Jibril's default floor of 500;
+	// the recipes of these tests only match what the tests create.
+	cmd.Env = append(os.Environ(), "JIBRIL_PROTECT__MIN_PID=2")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
