@@ -9,10 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/jibril-rt/jibril/engine/enrich"
 	"github.com/jibril-rt/jibril/engine/event"
@@ -98,6 +101,43 @@ type job struct {
 	ev      *event.Event
 	payload []byte
 	targets *sandbox.Targets
+	pins    *pins
+}
+
+// pins owns the pidfds taken for one event's targets; the last holder closes them.
+type pins struct {
+	t    *sandbox.Targets
+	refs atomic.Int32
+}
+
+// pin takes pidfds of the event's process and parent now, when the event is fresh: a kill
+// that comes later, however much later, reaches these processes or nothing.
+func pin(t *sandbox.Targets) *pins {
+	open := func(pid int) *os.File {
+		if pid <= 0 {
+			return nil
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			return nil // gone already, or no pidfd: the kill re-opens by pid and checks
+		}
+		return os.NewFile(uintptr(fd), "pidfd")
+	}
+	t.PIDPin, t.PPIDPin = open(t.PID), open(t.PPID)
+	p := &pins{t: t}
+	p.refs.Store(1) // Handle's own reference, dropped once every job is queued
+	return p
+}
+
+func (p *pins) release() {
+	if p == nil || p.refs.Add(-1) != 0 {
+		return
+	}
+	for _, f := range []*os.File{p.t.PIDPin, p.t.PPIDPin} {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
 }
 
 // New starts the reaction workers. Load or Swap a Set before events arrive.
@@ -195,6 +235,8 @@ func (e *Engine) Handle(ev *event.Event) int {
 	set := e.set.Load()
 	n := 0
 	var targets *sandbox.Targets
+	var pinned *pins
+	defer func() { pinned.release() }()
 	for _, l := range set.Recipes {
 		if !l.Recipe.Enabled {
 			continue
@@ -224,6 +266,7 @@ func (e *Engine) Handle(ev *event.Event) int {
 		}
 		if targets == nil {
 			targets = TargetsOf(ev)
+			pinned = pin(targets)
 		}
 		lvl := level(l.Recipe.Importance)
 		mode := l.Mode
@@ -231,13 +274,15 @@ func (e *Engine) Handle(ev *event.Event) int {
 			mode = policy.ModeDryRun
 		}
 		set.inflight.Add(1)
+		pinned.refs.Add(1)
 		select {
-		case e.jobs[lvl] <- job{set: set, l: l, mode: mode, ev: det, payload: payload, targets: targets}:
+		case e.jobs[lvl] <- job{set: set, l: l, mode: mode, ev: det, payload: payload, targets: targets, pins: pinned}:
 			select {
 			case e.wake <- struct{}{}:
 			default:
 			}
 		default:
+			pinned.release()
 			set.inflight.Done()
 			e.dropped[lvl].Add(1)
 			e.log.Warn("reaction queue full: reactions dropped", "recipe", l.Recipe.Name, "importance", levelName(lvl), "uuid", det.UUID)
@@ -318,6 +363,7 @@ func (e *Engine) worker() {
 	for {
 		if j, ok := e.next(); ok {
 			e.run(j)
+			j.pins.release()
 			j.set.inflight.Done()
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/jibril-rt/jibril/recipes/policy"
@@ -116,6 +117,10 @@ type Targets struct {
 	Ancestry    []int    // pids, oldest first
 	RemoteAddrs []string // flow.remote.address, then the remotes of background.flows
 	RemoteNames []string // flow.remote.name and flow.remote.names
+	// PIDPin and PPIDPin are pidfds of the process and its parent taken when the event was
+	// seen (nil when not taken): kills and freezes of PID and PPID go through them, so a pid
+	// recycled since the event is never hit. Their owner closes them.
+	PIDPin, PPIDPin *os.File
 }
 
 // eventView is the JSON shape TargetsFromJSON reads.

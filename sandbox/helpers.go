@@ -403,6 +403,12 @@ func (inv *invocation) target(scope string, args []string, kill bool) (proc.Targ
 		return proc.Target{}, errors.New("the event names no such process")
 	}
 	t := proc.Target{PID: pid}
+	switch pid {
+	case ev.PID:
+		t.Pin = ev.PIDPin
+	case ev.PPID:
+		t.Pin = ev.PPIDPin
+	}
 	if inv.env.World.Proc == nil {
 		return t, errors.New("no process actuator")
 	}

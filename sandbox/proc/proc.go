@@ -38,10 +38,13 @@ type Floor struct {
 
 // Target names a process as the event saw it. StartTicks (field 22 of
 // /proc/PID/stat) guards against a recycled pid: when non-zero and
-// different from the live process's, the target is gone.
+// different from the live process's, the target is gone. Pin, when set, is
+// a pidfd taken when the event was seen: the process itself, whatever has
+// become of its pid since (the engine pins the pids it hands to reactions).
 type Target struct {
 	PID        int
 	StartTicks uint64
+	Pin        *os.File
 }
 
 // Live signals real processes. It holds no mutable state and is safe for
@@ -70,6 +73,11 @@ func NewLive(f Floor) *Live {
 func (l *Live) Check(t Target) error {
 	if err := l.checkPID(t.PID); err != nil {
 		return err
+	}
+	if t.Pin != nil {
+		if err := unix.PidfdSendSignal(int(t.Pin.Fd()), 0, nil, 0); errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("pid %d: %w (the process of the event exited)", t.PID, ErrGone)
+		}
 	}
 	st, err := ReadStat(t.PID)
 	if err != nil {
@@ -212,8 +220,15 @@ func (l *Live) openAs(t Target, ppid int) (*handle, error) {
 	if err := l.checkPID(t.PID); err != nil {
 		return nil, err
 	}
-	fd, err := unix.PidfdOpen(t.PID, 0)
-	if err != nil {
+	var fd int
+	var err error
+	if t.Pin != nil {
+		// The pidfd taken with the event: a copy, so that this handle may close it.
+		fd, err = unix.FcntlInt(t.Pin.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("duplicate the pidfd of %d: %w", t.PID, err)
+		}
+	} else if fd, err = unix.PidfdOpen(t.PID, 0); err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			return nil, fmt.Errorf("pid %d: %w", t.PID, ErrGone)
 		}
