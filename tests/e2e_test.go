@@ -568,6 +568,27 @@ func TestDaemonEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("prevent deny follows the file when it is replaced", func(t *testing.T) {
+		// A fanotify mark pins the inode it was put on: a new file at the path must be marked.
+		if err := os.Remove(denied); err != nil {
+			t.Fatal(err)
+		}
+		copyBinary(t, "/usr/bin/touch", denied)
+		marker := filepath.Join(root, "denied-marker-2")
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			err := exec.Command(denied, marker).Run()
+			if errors.Is(err, syscall.EPERM) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the replaced binary is not denied: %v", err)
+			}
+			_ = os.Remove(marker)
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
 	t.Run("file recipe fires on modify and unlink, not on read", func(t *testing.T) {
 		f := filepath.Join(watched, "target.txt")
 		ofFile := func(action string) func(map[string]any) bool {

@@ -524,7 +524,8 @@ type preventState struct {
 	mu       sync.Mutex
 	wantKill map[string]bool       // paths enforcing `prevent: kill` recipes name
 	kill     map[string]bpf.FileID // what the kernel holds for each, by inode
-	deny     map[string]bool
+	wantDeny map[string]bool       // paths enforcing `prevent: deny` recipes name
+	deny     map[string]bpf.FileID // the inode fanotify marked for each
 }
 
 // applyKernelFilters pushes the cheap parts of the recipes into the kernel: file path prefixes,
@@ -582,7 +583,7 @@ func (d *daemon) applyKernelFilters(s *engine.Set) {
 		d.log.Warn("in-kernel file filter", "err", err)
 	}
 	if d.prevent.kill == nil {
-		d.prevent.kill, d.prevent.deny = map[string]bpf.FileID{}, map[string]bool{}
+		d.prevent.kill, d.prevent.deny = map[string]bpf.FileID{}, map[string]bpf.FileID{}
 	}
 	d.prevent.wantKill = kill
 	d.syncKillLocked()
@@ -594,21 +595,38 @@ func (d *daemon) applyKernelFilters(s *engine.Set) {
 		}
 		d.denier = dn
 	}
-	for p := range d.prevent.deny {
-		if !deny[p] {
-			_ = d.denier.Unmark(p)
-			delete(d.prevent.deny, p)
-		}
+	d.prevent.wantDeny = deny
+	d.syncDenyLocked()
+}
+
+// syncDenyLocked keeps the fanotify marks on the files the deny recipes name: a mark pins the
+// inode it was put on, so a file replaced at the path would escape it; a file that appears
+// after start-up is marked when it appears (checked with syncKill, every second).
+func (d *daemon) syncDenyLocked() {
+	if d.denier == nil {
+		return
 	}
-	for p := range deny {
-		if d.prevent.deny[p] {
+	for p, id := range d.prevent.deny {
+		cur, err := bpf.FileIDOf(p)
+		if d.prevent.wantDeny[p] && err == nil && cur == id {
 			continue
+		}
+		_ = d.denier.UnmarkID(id)
+		delete(d.prevent.deny, p)
+	}
+	for p := range d.prevent.wantDeny {
+		if _, ok := d.prevent.deny[p]; ok {
+			continue
+		}
+		id, err := bpf.FileIDOf(p)
+		if err != nil {
+			continue // not there (yet)
 		}
 		if err := d.denier.Mark(p); err != nil {
 			d.log.Warn("prevent: deny", "path", p, "err", err)
 			continue
 		}
-		d.prevent.deny[p] = true
+		d.prevent.deny[p] = id
 		d.log.Info("prevent: deny exec", "path", p)
 	}
 }
@@ -633,6 +651,7 @@ func (d *daemon) syncKill() {
 	d.prevent.mu.Lock()
 	defer d.prevent.mu.Unlock()
 	d.syncKillLocked()
+	d.syncDenyLocked()
 }
 
 func (d *daemon) syncKillLocked() {
