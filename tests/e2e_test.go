@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,7 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
-	"golang.org/x/sys/unix"
+
+	"github.com/jibril-rt/jibril/tests/netns"
 )
 
 var jibrilBin string
@@ -111,33 +111,10 @@ func newNetpair(t *testing.T, tok string) *netpair {
 	return p
 }
 
-// inNetns runs fn on a thread switched into the named namespace; sockets fn creates stay there.
+// inNetns runs fn with its sockets in the named namespace (netns.Do).
 func inNetns(t *testing.T, name string, fn func() error) error {
 	t.Helper()
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + name)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %w", name, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread stays in the wrong namespace: never unlock it, so it dies with the goroutine.
-		return errors.Join(ferr, fmt.Errorf("setns back: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	return netns.Do(name, fn)
 }
 
 // daemon is a running `jibril run` and the detections it printed.

@@ -26,7 +26,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +35,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jibril-rt/jibril/tests/netns"
 )
 
 var (
@@ -210,33 +211,8 @@ func (p *netpair) macB(t *testing.T) string {
 	return mac
 }
 
-// inNetns runs fn on a thread switched into the named namespace; sockets fn creates stay there.
-func inNetns(name string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + name)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %w", name, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread stays in the wrong namespace: never unlock it, so it dies with the goroutine.
-		return errors.Join(ferr, fmt.Errorf("setns back: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// inNetns runs fn with its sockets in the named namespace (netns.Do).
+func inNetns(name string, fn func() error) error { return netns.Do(name, fn) }
 
 // listen opens a TCP listener in a namespace; it is closed at the end of the test.
 func listen(t *testing.T, ns, addr string) net.Listener {

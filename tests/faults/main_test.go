@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/jibril-rt/jibril/tests/netns"
 )
 
 // binDir holds the binaries the tests execute: the daemon, the event generator (a copy of this
@@ -409,34 +408,8 @@ func rssKiB(pid int) (int, error) {
 	return 0, errors.New("no VmRSS")
 }
 
-// inNetns runs fn on a thread switched into the named network namespace: sockets fn creates
-// belong to that namespace.
-func inNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %w", ns, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread stays in the wrong namespace: never unlock it, so it dies with the goroutine.
-		return errors.Join(ferr, fmt.Errorf("setns back: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// inNetns runs fn with its sockets in the named namespace (netns.Do).
+func inNetns(ns string, fn func() error) error { return netns.Do(ns, fn) }
 
 // dialIn opens a TCP connection from inside the named network namespace.
 func dialIn(ns, addr string) (net.Conn, error) {
