@@ -514,24 +514,10 @@ func TestDaemonEndToEnd(t *testing.T) {
 	t.Run("prevent kill follows the file when it is replaced", func(t *testing.T) {
 		// kill-on-exec is keyed by inode: a new file at the path must be re-keyed (and the old
 		// inode, free for reuse by anything, forgotten).
-		if err := os.Remove(prevented); err != nil {
-			t.Fatal(err)
-		}
-		copyBinary(t, "/usr/bin/touch", prevented)
-		marker := filepath.Join(root, "prevented-marker-2")
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			err := exec.Command(prevented, marker).Run()
+		replaceAndRetry(t, prevented, filepath.Join(root, "prevented-marker-2"), "killed at exec", func(err error) bool {
 			var ee *exec.ExitError
-			if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the replaced binary is not killed at exec: %v", err)
-			}
-			_ = os.Remove(marker)
-			time.Sleep(200 * time.Millisecond)
-		}
+			return errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+		})
 	})
 
 	t.Run("prevent deny refuses the exec with EPERM", func(t *testing.T) {
@@ -547,23 +533,9 @@ func TestDaemonEndToEnd(t *testing.T) {
 
 	t.Run("prevent deny follows the file when it is replaced", func(t *testing.T) {
 		// A fanotify mark pins the inode it was put on: a new file at the path must be marked.
-		if err := os.Remove(denied); err != nil {
-			t.Fatal(err)
-		}
-		copyBinary(t, "/usr/bin/touch", denied)
-		marker := filepath.Join(root, "denied-marker-2")
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			err := exec.Command(denied, marker).Run()
-			if errors.Is(err, syscall.EPERM) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the replaced binary is not denied: %v", err)
-			}
-			_ = os.Remove(marker)
-			time.Sleep(200 * time.Millisecond)
-		}
+		replaceAndRetry(t, denied, filepath.Join(root, "denied-marker-2"), "denied", func(err error) bool {
+			return errors.Is(err, syscall.EPERM)
+		})
 	})
 
 	t.Run("file recipe fires on modify and unlink, not on read", func(t *testing.T) {
@@ -656,6 +628,29 @@ func TestDaemonEndToEnd(t *testing.T) {
 			t.Fatalf("flow.remote = %v, want names with %s", field(e, "flow", "remote"), domain)
 		}
 	})
+}
+
+// replaceAndRetry replaces the binary at path by a new copy (a new inode) and runs it until
+// stopped(err) says the daemon acted on the new file, within 15 s (the daemon re-checks its
+// prevented paths every second).
+func replaceAndRetry(t *testing.T, path, marker, what string, stopped func(error) bool) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	copyBinary(t, "/usr/bin/touch", path)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := exec.Command(path, marker).Run()
+		if stopped(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replaced binary is not %s: %v", what, err)
+		}
+		_ = os.Remove(marker)
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // serveDNS answers A queries for name with addr, and anything else with NXDOMAIN.
