@@ -171,17 +171,20 @@ func (p *netpair) unique(t *testing.T, tok string) string {
 
 // ipExe is the path of ip(8) as the tests exec it (events name the path given to execve), the
 // exe of `ip netns exec` until it execs the tool.
-func ipExe(t *testing.T) string {
+// ipExes are the names process.exe may give the exec of ip: the image the kernel loaded
+// (/usr/sbin/ip is a link on merged-/usr systems), or the executed path when the process had
+// already exec'd its command by the time /proc was read.
+func ipExes(t *testing.T) []string {
 	t.Helper()
 	p, err := exec.LookPath("ip")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// process.exe is the image the kernel loaded: /usr/sbin/ip is a link on merged-/usr systems.
-	if real, err := filepath.EvalSymlinks(p); err == nil {
-		return real
+	out := []string{p}
+	if real, err := filepath.EvalSymlinks(p); err == nil && real != p {
+		out = append(out, real)
 	}
-	return p
+	return out
 }
 
 // compact is a JSON document without insignificant white space.
