@@ -24,6 +24,9 @@ func isNull(n *yaml.Node) bool {
 	return n == nil || (n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null")
 }
 
+// DescribeNode names a node's type and value for error messages ("a list", "the number 3").
+func DescribeNode(n *yaml.Node) string { return describe(n) }
+
 // describe names a node's type for error messages.
 func describe(n *yaml.Node) string {
 	switch n.Kind {
@@ -49,15 +52,22 @@ func describe(n *yaml.Node) string {
 	return "an unknown node"
 }
 
-// yamlLineRe extracts the line from go-yaml's "yaml: line N: message" errors.
-func yamlError(file string, err error) error {
-	re := regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+// YAMLLine splits one of go-yaml's "yaml: line N: message" errors into its line (1 when it
+// names none) and its message, for errors that point at file:line.
+func YAMLLine(err error) (int, string) {
 	msg := err.Error()
-	if m := re.FindStringSubmatch(msg); m != nil {
+	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return &Error{File: file, Line: line, Msg: "invalid YAML: " + m[2]}
+		return line, m[2]
 	}
-	return &Error{File: file, Line: 1, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+	return 1, strings.TrimPrefix(msg, "yaml: ")
+}
+
+var yamlLineRe = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+func yamlError(file string, err error) error {
+	line, msg := YAMLLine(err)
+	return &Error{File: file, Line: line, Msg: "invalid YAML: " + msg}
 }
 
 // orList renders "a, b or c".

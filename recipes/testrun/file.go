@@ -153,21 +153,6 @@ func (p *fileParser) fail(n *yaml.Node, field, format string, a ...any) {
 	p.errs = append(p.errs, &Error{File: p.shown, Line: line, Field: field, Msg: fmt.Sprintf(format, a...)})
 }
 
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.AliasNode:
-		return "an alias"
-	}
-	if n.ShortTag() == "!!null" {
-		return "null"
-	}
-	return fmt.Sprintf("%q", n.Value)
-}
-
 func deref(n *yaml.Node) *yaml.Node {
 	for i := 0; n != nil && n.Kind == yaml.AliasNode && n.Alias != nil && i < 16; i++ {
 		n = n.Alias
@@ -179,7 +164,7 @@ func deref(n *yaml.Node) *yaml.Node {
 func (p *fileParser) mapping(n *yaml.Node, field string, allowed ...string) ([][2]*yaml.Node, bool) {
 	n = deref(n)
 	if n.Kind != yaml.MappingNode {
-		p.fail(n, field, "expected a mapping, got %s", describe(n))
+		p.fail(n, field, "expected a mapping, got %s", recipes.DescribeNode(n))
 		return nil, false
 	}
 	var out [][2]*yaml.Node
@@ -188,7 +173,7 @@ func (p *fileParser) mapping(n *yaml.Node, field string, allowed ...string) ([][
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], deref(n.Content[i+1])
 		if k.Kind != yaml.ScalarNode {
-			p.fail(k, field, "expected a string key, got %s", describe(k))
+			p.fail(k, field, "expected a string key, got %s", recipes.DescribeNode(k))
 			ok = false
 			continue
 		}
@@ -217,7 +202,7 @@ func join(parent, name string) string {
 
 func (p *fileParser) scalar(n *yaml.Node, field string) (string, bool) {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() == "!!null" {
-		p.fail(n, field, "expected a string, got %s", describe(n))
+		p.fail(n, field, "expected a string, got %s", recipes.DescribeNode(n))
 		return "", false
 	}
 	return n.Value, true
@@ -234,7 +219,7 @@ func (p *fileParser) str(n *yaml.Node, field string) (string, bool) {
 
 func (p *fileParser) boolean(n *yaml.Node, field string) (bool, bool) {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
-		p.fail(n, field, "expected true or false, got %s", describe(n))
+		p.fail(n, field, "expected true or false, got %s", recipes.DescribeNode(n))
 		return false, false
 	}
 	return n.Value == "true", true
@@ -243,7 +228,7 @@ func (p *fileParser) boolean(n *yaml.Node, field string) (bool, bool) {
 func (p *fileParser) list(n *yaml.Node, field string) ([]*yaml.Node, bool) {
 	n = deref(n)
 	if n.Kind != yaml.SequenceNode {
-		p.fail(n, field, "expected a list, got %s", describe(n))
+		p.fail(n, field, "expected a list, got %s", recipes.DescribeNode(n))
 		return nil, false
 	}
 	out := make([]*yaml.Node, len(n.Content))
@@ -358,12 +343,8 @@ func parseFile(fsys fs.FS, name, shown string) (string, int, []*Case, []error) {
 }
 
 func yamlErr(file string, err error) error {
-	re := regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-	if m := re.FindStringSubmatch(err.Error()); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return &Error{File: file, Line: line, Msg: "invalid YAML: " + m[2]}
-	}
-	return &Error{File: file, Line: 1, Msg: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	line, msg := recipes.YAMLLine(err)
+	return &Error{File: file, Line: line, Msg: "invalid YAML: " + msg}
 }
 
 func readLimited(fsys fs.FS, name string) ([]byte, error) {
@@ -394,7 +375,7 @@ func (p *fileParser) parseCase(n *yaml.Node, field string) *Case {
 		case "reaction":
 			i, err := strconv.Atoi(v.Value)
 			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || err != nil || i < 0 {
-				p.fail(v, fp, "expected a reaction index (0, 1, ...), got %s", describe(v))
+				p.fail(v, fp, "expected a reaction index (0, 1, ...), got %s", recipes.DescribeNode(v))
 			}
 			c.Reaction, c.reactionLine = i, v.Line
 		case "event":
@@ -411,7 +392,7 @@ func (p *fileParser) parseCase(n *yaml.Node, field string) *Case {
 		case "seed":
 			u, err := strconv.ParseUint(v.Value, 0, 64)
 			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || err != nil {
-				p.fail(v, fp, "expected a non-negative integer, got %s", describe(v))
+				p.fail(v, fp, "expected a non-negative integer, got %s", recipes.DescribeNode(v))
 			}
 			c.Seed = u
 		case "store":
@@ -479,7 +460,7 @@ func (p *fileParser) event(v *yaml.Node, field string) ([]byte, string) {
 		}
 		raw, _ = json.Marshal(val)
 	default:
-		p.fail(v, field, "expected a file name or a mapping, got %s", describe(v))
+		p.fail(v, field, "expected a file name or a mapping, got %s", recipes.DescribeNode(v))
 		return nil, ""
 	}
 	var obj map[string]json.RawMessage
@@ -634,7 +615,7 @@ func (p *fileParser) answerValue(n *yaml.Node, field, kind string) (any, bool) {
 	case "int":
 		i, err := strconv.Atoi(n.Value)
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || err != nil {
-			p.fail(n, field, "expected an integer (0 done, 1 nothing to do, -1 error), got %s", describe(n))
+			p.fail(n, field, "expected an integer (0 done, 1 nothing to do, -1 error), got %s", recipes.DescribeNode(n))
 			return nil, false
 		}
 		return i, true
@@ -652,7 +633,7 @@ func (p *fileParser) answerValue(n *yaml.Node, field, kind string) (any, bool) {
 		return p.scalar(n, field)
 	default: // json (Stat)
 		if n.Kind != yaml.MappingNode {
-			p.fail(n, field, "expected a mapping like {size: 3, mode: 420, isDir: false}, got %s", describe(n))
+			p.fail(n, field, "expected a mapping like {size: 3, mode: 420, isDir: false}, got %s", recipes.DescribeNode(n))
 			return nil, false
 		}
 		v, ok := p.value(n, field)
