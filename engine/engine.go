@@ -111,8 +111,11 @@ type pins struct {
 }
 
 // pin takes pidfds of the event's process and parent now, when the event is fresh: a kill
-// that comes later, however much later, reaches these processes or nothing.
-func pin(t *sandbox.Targets) *pins {
+// that comes later, however much later, reaches these processes or nothing. The pidfds go into
+// a copy of t, which jobs already queued with t may be reading.
+func pin(shared *sandbox.Targets) *pins {
+	c := *shared
+	t := &c
 	open := func(pid int) *os.File {
 		if pid <= 0 {
 			return nil
@@ -235,6 +238,7 @@ func (e *Engine) Handle(ev *event.Event) int {
 	set := e.set.Load()
 	n := 0
 	var targets *sandbox.Targets
+	var inScope bool
 	var pinned *pins
 	defer func() { pinned.release() }()
 	for _, l := range set.Recipes {
@@ -265,24 +269,31 @@ func (e *Engine) Handle(ev *event.Event) int {
 			continue
 		}
 		if targets == nil {
-			targets = TargetsOf(ev)
-			pinned = pin(targets)
+			targets, inScope = TargetsOf(ev), e.inScope(ev)
 		}
 		lvl := level(l.Recipe.Importance)
 		mode := l.Mode
-		if mode == policy.ModeEnforce && !e.inScope(ev) {
+		if mode == policy.ModeEnforce && !inScope {
 			mode = policy.ModeDryRun
 		}
+		// Only what may act on processes holds pidfds: a dry-run reaction only records.
+		jt, jp := targets, (*pins)(nil)
+		if mode == policy.ModeEnforce {
+			if pinned == nil {
+				pinned = pin(targets)
+			}
+			jt, jp = pinned.t, pinned
+			jp.refs.Add(1)
+		}
 		set.inflight.Add(1)
-		pinned.refs.Add(1)
 		select {
-		case e.jobs[lvl] <- job{set: set, l: l, mode: mode, ev: det, payload: payload, targets: targets, pins: pinned}:
+		case e.jobs[lvl] <- job{set: set, l: l, mode: mode, ev: det, payload: payload, targets: jt, pins: jp}:
 			select {
 			case e.wake <- struct{}{}:
 			default:
 			}
 		default:
-			pinned.release()
+			jp.release()
 			set.inflight.Done()
 			e.dropped[lvl].Add(1)
 			e.log.Warn("reaction queue full: reactions dropped", "recipe", l.Recipe.Name, "importance", levelName(lvl), "uuid", det.UUID)
