@@ -721,21 +721,8 @@ func (p *parser) paths() []PathMatch {
 	if v == nil {
 		return out
 	}
-	if v.Kind != yaml.SequenceNode {
-		p.fail(v.Line, "bases", "expected a list of {dir, base, regex}, got %s", describe(v))
-		return out
-	}
-	for i, c := range v.Content {
-		c = deref(c)
-		fp := fmt.Sprintf("bases[%d]", i)
-		if c.Kind != yaml.MappingNode {
-			p.fail(c.Line, fp, "expected a mapping {dir, base, regex}, got %s", describe(c))
-			continue
-		}
-		m, ok := p.mapping(fp, c, "dir", "base", "regex")
-		if !ok {
-			continue
-		}
+	for _, el := range p.elements("bases", v, "{dir, base, regex}", "dir", "base", "regex") {
+		c, fp, m := el.n, el.fp, el.m
 		pm, ok := p.pathEntry(fp+".", m["dir"], m["base"], m["regex"])
 		if !ok {
 			continue
@@ -746,6 +733,37 @@ func (p *parser) paths() []PathMatch {
 		}
 		pm.Line = c.Line
 		out = append(out, pm)
+	}
+	return out
+}
+
+// element is one mapping of a list field, its keys checked.
+type element struct {
+	fp string // field path, "times[2]"
+	n  *yaml.Node
+	m  map[string]*yaml.Node
+}
+
+// elements checks that v, the value of field, is a list of mappings with the allowed keys; it
+// reports the list or each element that is not (listOf names the list's elements in errors)
+// and returns the others.
+func (p *parser) elements(field string, v *yaml.Node, listOf string, allowed ...string) []element {
+	if v.Kind != yaml.SequenceNode {
+		p.fail(v.Line, field, "expected a list of %s, got %s", listOf, describe(v))
+		return nil
+	}
+	shape := "{" + strings.Join(allowed, ", ") + "}"
+	var out []element
+	for i, c := range v.Content {
+		c = deref(c)
+		fp := fmt.Sprintf("%s[%d]", field, i)
+		if c.Kind != yaml.MappingNode {
+			p.fail(c.Line, fp, "expected a mapping %s, got %s", shape, describe(c))
+			continue
+		}
+		if m, ok := p.mapping(fp, c, allowed...); ok {
+			out = append(out, element{fp: fp, n: c, m: m})
+		}
 	}
 	return out
 }
@@ -851,22 +869,9 @@ func (p *parser) groups() []Group {
 	if v == nil {
 		return nil
 	}
-	if v.Kind != yaml.SequenceNode {
-		p.fail(v.Line, "arbitrary", "expected a list of groups, got %s", describe(v))
-		return nil
-	}
 	var out []Group
-	for i, c := range v.Content {
-		c = deref(c)
-		fp := fmt.Sprintf("arbitrary[%d]", i)
-		if c.Kind != yaml.MappingNode {
-			p.fail(c.Line, fp, "expected a mapping {how, which, items}, got %s", describe(c))
-			continue
-		}
-		m, ok := p.mapping(fp, c, "how", "which", "items")
-		if !ok {
-			continue
-		}
+	for _, el := range p.elements("arbitrary", v, "groups", "how", "which", "items") {
+		c, fp, m, ok := el.n, el.fp, el.m, true
 		g := Group{How: GroupAND, Which: Pertinent, Line: c.Line}
 		if hv := m["how"]; hv != nil {
 			s, sok := p.enumOf(fp+".how", hv, "AND", "OR")
@@ -1078,23 +1083,10 @@ func (p *parser) times() []Times {
 	if v == nil {
 		return nil
 	}
-	if v.Kind != yaml.SequenceNode {
-		p.fail(v.Line, "times", "expected a list of {kind, max}, got %s", describe(v))
-		return nil
-	}
 	var out []Times
 	seen := map[TimesKind]int{}
-	for i, c := range v.Content {
-		c = deref(c)
-		fp := fmt.Sprintf("times[%d]", i)
-		if c.Kind != yaml.MappingNode {
-			p.fail(c.Line, fp, "expected a mapping {kind, max}, got %s", describe(c))
-			continue
-		}
-		m, ok := p.mapping(fp, c, "kind", "max")
-		if !ok {
-			continue
-		}
+	for _, el := range p.elements("times", v, "{kind, max}", "kind", "max") {
+		c, fp, m := el.n, el.fp, el.m
 		kn, mn := m["kind"], m["max"]
 		if kn == nil {
 			p.fail(c.Line, fp+".kind", "missing")
@@ -1138,22 +1130,9 @@ func (p *parser) reactions() []Reaction {
 	if v == nil {
 		return nil
 	}
-	if v.Kind != yaml.SequenceNode {
-		p.fail(v.Line, "reactions", "expected a list of {format, code}, got %s", describe(v))
-		return nil
-	}
 	var out []Reaction
-	for i, c := range v.Content {
-		c = deref(c)
-		fp := fmt.Sprintf("reactions[%d]", i)
-		if c.Kind != yaml.MappingNode {
-			p.fail(c.Line, fp, "expected a mapping {format, code}, got %s", describe(c))
-			continue
-		}
-		m, ok := p.mapping(fp, c, "format", "code")
-		if !ok {
-			continue
-		}
+	for _, el := range p.elements("reactions", v, "{format, code}", "format", "code") {
+		c, fp, m := el.n, el.fp, el.m
 		fn, cn := m["format"], m["code"]
 		if fn == nil {
 			p.fail(c.Line, fp+".format", "missing (want js or shell)")
