@@ -51,6 +51,7 @@ fuzz: wasm
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAnswer$$' -fuzztime $(FUZZTIME) ./engine/dnscache
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileMatch$$' -fuzztime $(FUZZTIME) ./engine/match
 	$(GO) test -run '^$$' -fuzz '^FuzzHelperABI$$' -fuzztime $(FUZZTIME) ./sandbox
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitSections$$' -fuzztime $(FUZZTIME) ./sandbox
 
 # Regenerates what is derived from third-party inputs: the QuickJS name table and the BPF objects
 # (the latter with the pinned clang from Debian, see bpf/README.md).

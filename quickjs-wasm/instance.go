@@ -309,6 +309,9 @@ func (in *Instance) NewString(s string) (Value, error) {
 	return Value(r), err
 }
 
+// Undefined is the constant undefined, usable as an argument of Call; never Free it.
+func (in *Instance) Undefined() Value { return in.undefined }
+
 // NewNumber makes a JS number.
 func (in *Instance) NewNumber(f float64) (Value, error) {
 	r, err := in.call(fNewFloat64, uint64(in.jsctx), api.EncodeF64(f))

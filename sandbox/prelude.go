@@ -139,22 +139,9 @@ const runnerMaker = `(function (factory, SEC, JP) {
   "use strict";
   var g = globalThis, RGOPD = Reflect.getOwnPropertyDescriptor, RPE = Reflect.preventExtensions, RSET = Reflect.set;
   var P = Object.freeze(Object.create(null));
-  var shapes = new Map();
-  var shapeOf = function (s) {
-    var sh = shapes.get(s);
-    if (sh !== undefined) return sh;
-    var parts = s === "" ? [] : s.split("\x1f"), keys = [], idx = Object.create(null), alias = "";
-    for (var i = 0; i < parts.length; i++) {
-      var k = parts[i];
-      if (k.charCodeAt(0) === 1) { k = k.slice(1); alias = k; }
-      keys.push(k);
-      idx[k] = i;
-    }
-    sh = { keys: keys, idx: idx, alias: alias };
-    if (shapes.size >= 64) shapes.clear();
-    shapes.set(s, sh);
-    return sh;
-  };
+  // Shapes are numbered by the host per instance (a shape's text is sent once, then only its
+  // number); each keeps its keys and the proxy handler shared by every event of that shape.
+  var shapes = [];
   var load = function (h, t, k) {
     var v = k === h.s.alias ? { background: GET.call(h, t, "background") } : JP(SEC(h.s.idx[k]));
     RSET(t, k, v);
@@ -167,15 +154,30 @@ const runnerMaker = `(function (factory, SEC, JP) {
     for (var i = 0; i < ks.length; i++) if (t[ks[i]] === P) load(this, t, ks[i]);
     return RPE(t);
   };
-  var lazy = function (shape) {
-    var sh = shapeOf(shape), t = {}, ks = sh.keys;
-    for (var i = 0; i < ks.length; i++) t[ks[i]] = P;
-    return new Proxy(t, { get: GET, getOwnPropertyDescriptor: GOPD, preventExtensions: PE, s: sh });
+  var define = function (id, text) {
+    var parts = text === "" ? [] : text.split("\x1f"), keys = [], idx = Object.create(null), alias = "";
+    for (var i = 0; i < parts.length; i++) {
+      var k = parts[i];
+      if (k.charCodeAt(0) === 1) { k = k.slice(1); alias = k; }
+      keys.push(k);
+      idx[k] = i;
+    }
+    var s = { keys: keys, idx: idx, alias: alias };
+    shapes[id] = { keys: keys, handler: { get: GET, getOwnPropertyDescriptor: GOPD, preventExtensions: PE, s: s } };
   };
-  return function (u, shape, json) {
-    if (shape === undefined) return typeof factory() === "function"; // load-time probe
+  var lazy = function (id) {
+    var e = shapes[id], t = {}, ks = e.keys;
+    for (var i = 0; i < ks.length; i++) t[ks[i]] = P;
+    return new Proxy(t, e.handler);
+  };
+  // run(uuid, shapeID, shapeText, json): a json string is the whole event, parsed here;
+  // otherwise the event is lazy, of shape shapeID, whose text comes along the first time the
+  // host uses that number. With no argument at all it is the load-time probe.
+  return function (u, id, text, json) {
+    if (u === undefined) return typeof factory() === "function";
+    if (typeof text === "string") define(id, text);
     g.uuid = u;
-    var d = json !== "" ? JP(json) : lazy(shape);
+    var d = typeof json === "string" ? JP(json) : lazy(id);
     g.data = d;
     try {
       var p = factory();

@@ -4,6 +4,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,8 +110,13 @@ type Program struct {
 
 // instState is the per-instance state host functions reach through Instance.User.
 type instState struct {
-	call *invocation
+	call   *invocation
+	shapes map[string]int // event shapes this instance's runner knows, by number
 }
+
+// maxShapes bounds the shapes an instance remembers (events of one kind have a handful); past
+// it numbering starts over, and the runner's table entries are overwritten in place.
+const maxShapes = 64
 
 // Compile builds the reaction's template instance (engine, helpers, locked-down realm, the
 // reaction compiled) and snapshots it; every pooled instance starts from that image.
@@ -146,7 +152,7 @@ func (h *Host) Compile(ctx context.Context, r Reaction, lim Limits, maxInstances
 		return nil, err
 	}
 	defer in.Close()
-	st := &instState{}
+	st := &instState{shapes: map[string]int{}}
 	in.User = st
 	in.SetClock(func() time.Time { return st.now() })
 	in.SetDeadline(time.Now().Add(5 * time.Second)) // set-up is ours, but bound it anyway
@@ -193,16 +199,11 @@ func (p *Program) probe(ctx context.Context) error {
 		return err
 	}
 	defer in.Close()
-	st := &instState{}
+	st := &instState{shapes: map[string]int{}}
 	in.User = st
 	in.SetClock(func() time.Time { return st.now() })
 	in.SetDeadline(time.Now().Add(p.lim.Timeout))
-	u, err := in.NewString("")
-	if err != nil {
-		return err
-	}
-	defer in.Free(u)
-	r, err := in.Call(p.runner, u)
+	r, err := in.Call(p.runner)
 	if err != nil {
 		return err
 	}
@@ -255,7 +256,7 @@ func (p *Program) newInstance(ctx context.Context) (*qjs.Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &instState{}
+	st := &instState{shapes: map[string]int{}}
 	in.User = st
 	in.SetClock(func() time.Time { return st.now() })
 	return in, nil
@@ -330,7 +331,7 @@ func (p *Program) RunTargets(ctx context.Context, env *Env, uuid string, event [
 // must be recycled.
 func (p *Program) invoke(in *qjs.Instance, inv *invocation, uuid string, event []byte) bool {
 	t := inv.t
-	if strings.IndexByte(string(event), 0) >= 0 {
+	if bytes.IndexByte(event, 0) >= 0 {
 		t.Status, t.Error = StatusError, &ErrorInfo{Name: "TypeError", Message: "event contains a NUL byte"}
 		return false
 	}
@@ -342,31 +343,41 @@ func (p *Program) invoke(in *qjs.Instance, inv *invocation, uuid string, event [
 	if inv.ev != nil || json.Valid(event) {
 		inv.secs, lazy = splitSections(event)
 	}
+	st := in.User.(*instState)
 	u, err := in.NewString(uuid)
 	if err == nil {
-		var shape, ev qjs.Value
+		// Arguments left out are undefined (owned by nobody: never freed).
+		id, text, ev := in.Undefined(), in.Undefined(), in.Undefined()
 		if lazy {
-			shape, err = in.NewString(inv.secs.shape)
+			n, known := st.shapes[inv.secs.shape]
+			if !known {
+				if len(st.shapes) >= maxShapes {
+					clear(st.shapes)
+				}
+				n = len(st.shapes)
+				st.shapes[inv.secs.shape] = n
+				text, err = in.NewString(inv.secs.shape)
+			}
 			if err == nil {
-				ev, err = in.NewString("")
+				id, err = in.NewNumber(float64(n))
 			}
 		} else {
-			shape, err = in.NewString("")
-			if err == nil {
-				ev, err = in.NewString(string(event))
-			}
+			whole := string(event)
 			if len(event) == 0 {
-				in.Free(ev)
-				ev, err = in.NewString(" ") // whole and empty: JSON.parse reports it
+				whole = " " // whole and empty: JSON.parse reports it
 			}
+			ev, err = in.NewString(whole)
 		}
 		if err == nil {
 			var r qjs.Value
-			r, err = in.Call(p.runner, u, shape, ev)
+			r, err = in.Call(p.runner, u, id, text, ev)
 			in.Free(r)
 		}
-		in.Free(shape)
-		in.Free(ev)
+		for _, v := range []qjs.Value{id, text, ev} {
+			if v != in.Undefined() {
+				in.Free(v)
+			}
+		}
 		in.Free(u)
 	}
 	switch {

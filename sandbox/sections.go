@@ -15,7 +15,7 @@ type sections struct {
 }
 
 // splitSections scans the top level of a JSON object. ok is false when the event must be
-// handed over whole instead: not an object, a member name with an escape, a control character
+// handed over whole instead: not an object, a member name with an escape, a control character, a non-ASCII byte
 // or the name __proto__, a repeated name, or anything malformed at the top level. The values
 // themselves are not validated here (the caller knows the event is valid JSON).
 func splitSections(b []byte) (s sections, ok bool) {
@@ -34,7 +34,7 @@ func splitSections(b []byte) (s sections, ok bool) {
 		}
 		end := i + 1
 		for end < len(b) && b[end] != '"' {
-			if b[end] == '\\' || b[end] < 0x20 {
+			if b[end] == '\\' || b[end] < 0x20 || b[end] >= 0x80 {
 				return s, false
 			}
 			end++
@@ -105,6 +105,25 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
+// stringEnd returns the index of the quote that closes the string whose contents start at i:
+// the first quote preceded by an even number of backslashes (IndexByte jumps over the text).
+func stringEnd(b []byte, i int) (int, bool) {
+	for {
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			return len(b), false
+		}
+		q, n := i+j, 0
+		for k := q - 1; k >= i && b[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
+			return q, true
+		}
+		i = q + 1
+	}
+}
+
 // skipValue returns the end of the JSON value starting at i: balanced brackets, strings with
 // their escapes, and scalars up to the next delimiter.
 func skipValue(b []byte, i int) (int, bool) {
@@ -115,17 +134,11 @@ func skipValue(b []byte, i int) (int, bool) {
 	for i < len(b) {
 		switch c := b[i]; c {
 		case '"':
-			i++
-			for i < len(b) && b[i] != '"' {
-				if b[i] == '\\' {
-					i++
-				}
-				i++
+			end, ok := stringEnd(b, i+1)
+			if !ok {
+				return len(b), false
 			}
-			if i >= len(b) {
-				return i, false
-			}
-			i++
+			i = end + 1
 		case '{', '[':
 			depth++
 			i++

@@ -148,6 +148,26 @@ func benchSandbox(ctx context.Context) (map[string]float64, error) {
 	res["sandbox_call_us_p50"] = percentile(calls, 0.5)
 	res["sandbox_call_us_p99"] = percentile(calls, 0.99)
 
+	// Where the time of a call goes: the fixed cost of an invocation (an empty process on
+	// the same event), and the reference reaction's own JS with the event already in hand
+	// (run reps times inside one call, so that hand-over and invocation are paid once).
+	empty, err := floorCalls(ctx, host, env, ev, targets, "function process(data) {}", warm, n)
+	if err != nil {
+		return nil, err
+	}
+	res["sandbox_empty_call_us_p50"] = percentile(empty, 0.5)
+	const reps = 20
+	once, err := floorCalls(ctx, host, env, ev, targets, repeatedReaction(0), warm, n/5)
+	if err != nil {
+		return nil, err
+	}
+	many, err := floorCalls(ctx, host, env, ev, targets, repeatedReaction(reps), warm, n/5)
+	if err != nil {
+		return nil, err
+	}
+	res["sandbox_reaction_js_us_p50"] = (percentile(many, 0.5) - percentile(once, 0.5)) / reps
+	res["sandbox_handover_us_p50"] = percentile(once, 0.5) - percentile(empty, 0.5)
+
 	g, err := benchGoja(referenceEvent, n, warm)
 	if err != nil {
 		return nil, err
@@ -222,6 +242,38 @@ func benchSandbox(ctx context.Context) (map[string]float64, error) {
 		c()
 	}
 	return res, nil
+}
+
+// repeatedReaction is the reference reaction whose process reads the three members the
+// reference reads (handing them over) and then runs the reference's body reps times.
+func repeatedReaction(reps int) string {
+	body := strings.Replace(referenceReaction, "function process(data) {", "function reference(data) {", 1)
+	return body + fmt.Sprintf("\nfunction process(data) { data.process; data.background; data.flow; for (var i = 0; i < %d; i++) reference(data); }\n", reps)
+}
+
+// floorCalls times n calls (after warm) of a variant of the reference reaction.
+func floorCalls(ctx context.Context, host *sandbox.Host, env *sandbox.Env, ev []byte, tg *sandbox.Targets, src string, warm, n int) ([]time.Duration, error) {
+	r := sandbox.Reaction{Recipe: "crypto_miner_execution", Kind: "crypto_miner", File: "variant.js", Source: src}
+	prog, err := host.Compile(ctx, r, sandbox.Limits{HelperCalls: 1000}, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer prog.Close()
+	rec := env.World.Proc.(*sandbox.Recorder)
+	d := make([]time.Duration, 0, n)
+	for i := 0; i < warm+n; i++ {
+		rec.Effects = rec.Effects[:0]
+		start := time.Now()
+		tr := prog.RunTargets(ctx, env, "u", ev, tg)
+		took := time.Since(start)
+		if tr.Status != sandbox.StatusOK {
+			return nil, fmt.Errorf("variant reaction: %s %+v", tr.Status, tr.Error)
+		}
+		if i >= warm {
+			d = append(d, took)
+		}
+	}
+	return d, nil
 }
 
 func rssKiB() int64 {
