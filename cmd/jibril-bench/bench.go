@@ -333,6 +333,11 @@ const method = `
   helpers (a map store, the dry-run recorder, no audit) so that the engine is what is measured.
   Each call includes handing the event over (JSON text, parsed inside QuickJS), the invocation,
   and the isolation of the next call (a fresh closure per call in a frozen, sealed realm).
+- **Where a call's time goes** (same event, same helpers): an empty process(data) is the fixed
+  cost of an invocation; a variant of the reference whose process reads the three members the
+  reference reads (handing them over) and then runs the reference's body 0 or 20 times gives
+  the hand-over (0 runs minus the empty call) and the reaction's own JS and helper calls
+  (the difference divided by 20). The JS alone is the floor any hand-over leaves.
 - **goja**: the same script and event, helpers as Go functions doing the same nothing, in one
   warm goja runtime reused across calls (which, unlike the sandbox, keeps state between calls and
   has no memory cap).
