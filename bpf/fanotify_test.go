@@ -3,8 +3,10 @@ package bpf
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -29,8 +31,26 @@ func newDenier(t *testing.T, cfg DenierConfig) *Denier {
 	return d
 }
 
+// execCmd execs path from a shell, not from this process: Go forks with
+// vfork, and its thread blocked in vfork (holding its P) while the child
+// waits for the permission this process must answer can deadlock with a
+// garbage collection that waits for every P.
+func execCmd(path string) *exec.Cmd {
+	return exec.Command("/bin/sh", "-c", `exec "$0"`, path)
+}
+
+// execErr runs path (see execCmd); an exec the shell reports refused with
+// EPERM is syscall.EPERM.
 func execErr(path string) error {
-	return exec.Command(path).Run()
+	out, err := execCmd(path).CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 126 && strings.Contains(strings.ToLower(string(out)), syscall.EPERM.Error()) {
+		return syscall.EPERM
+	}
+	return fmt.Errorf("%w: %s", err, out)
 }
 
 func TestDenierDeny(t *testing.T) {
@@ -93,7 +113,7 @@ func TestDenierDecide(t *testing.T) {
 	if err := d.Mark(exe); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe)
+	cmd := execCmd(exe)
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("allowed by Decide: %v", err)
 	}

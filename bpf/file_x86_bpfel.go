@@ -23,6 +23,11 @@ const (
 	bpfFileMapLost          = "lost"
 	bpfFileMapPrefixes      = "prefixes"
 	bpfFileProgFileSysEnter = "file_sys_enter"
+	bpfFileProgFileSyscall1 = "file_syscall1"
+	bpfFileProgFileSyscall2 = "file_syscall2"
+	bpfFileProgFileSyscall3 = "file_syscall3"
+	bpfFileProgFileSyscall4 = "file_syscall4"
+	bpfFileProgFileSyscall5 = "file_syscall5"
 )
 
 // loadBpfFile returns the embedded CollectionSpec for bpfFile.
@@ -68,6 +73,11 @@ type bpfFileSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfFileProgramSpecs struct {
 	FileSysEnter *ebpf.ProgramSpec `ebpf:"file_sys_enter"`
+	FileSyscall1 *ebpf.ProgramSpec `ebpf:"file_syscall1"`
+	FileSyscall2 *ebpf.ProgramSpec `ebpf:"file_syscall2"`
+	FileSyscall3 *ebpf.ProgramSpec `ebpf:"file_syscall3"`
+	FileSyscall4 *ebpf.ProgramSpec `ebpf:"file_syscall4"`
+	FileSyscall5 *ebpf.ProgramSpec `ebpf:"file_syscall5"`
 }
 
 // bpfFileMapSpecs contains maps before they are loaded into the kernel.
@@ -138,11 +148,21 @@ type bpfFileVariables struct {
 // It can be passed to loadBpfFileObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfFilePrograms struct {
 	FileSysEnter *ebpf.Program `ebpf:"file_sys_enter"`
+	FileSyscall1 *ebpf.Program `ebpf:"file_syscall1"`
+	FileSyscall2 *ebpf.Program `ebpf:"file_syscall2"`
+	FileSyscall3 *ebpf.Program `ebpf:"file_syscall3"`
+	FileSyscall4 *ebpf.Program `ebpf:"file_syscall4"`
+	FileSyscall5 *ebpf.Program `ebpf:"file_syscall5"`
 }
 
 func (p *bpfFilePrograms) Close() error {
 	return _BpfFileClose(
 		p.FileSysEnter,
+		p.FileSyscall1,
+		p.FileSyscall2,
+		p.FileSyscall3,
+		p.FileSyscall4,
+		p.FileSyscall5,
 	)
 }
 

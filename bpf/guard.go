@@ -28,10 +28,10 @@ func (l LinkState) String() string {
 	return s
 }
 
-// CheckLinks inspects every link of the sensors. Tracepoint links (tp_btf, raw_tp) cannot
-// be detached by another process (the kernel answers BPF_LINK_DETACH with EOPNOTSUPP; only
-// closing our descriptors ends them); a cgroup link can (bpftool link detach), after which
-// the kernel reports it on cgroup 0.
+// CheckLinks inspects every link of the sensors. Tracepoint links (tp_btf, raw_tp, and the
+// perf event links of the syscalls tracepoints) cannot be detached by another process (the
+// kernel answers BPF_LINK_DETACH with EOPNOTSUPP; only closing our descriptors ends them); a
+// cgroup link can (bpftool link detach), after which the kernel reports it on cgroup 0.
 func (s *Sensors) CheckLinks() ([]LinkState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -47,6 +47,11 @@ func (s *Sensors) CheckLinks() ([]LinkState, error) {
 
 func (s *Sensors) linkState(l link.Link) LinkState {
 	info, err := l.Info()
+	if _, perf := l.(link.PerfEvent); perf && errors.Is(err, link.ErrNotSupported) {
+		// Before 5.15 a tracepoint program is set on its perf event with an ioctl: no
+		// BPF link, nothing to inspect, and nothing another process can detach.
+		return LinkState{Hook: "tracepoint (perf event ioctl)", Attached: true}
+	}
 	if err != nil {
 		return LinkState{Hook: "?", Err: fmt.Errorf("link info: %w", err)}
 	}
@@ -54,6 +59,11 @@ func (s *Sensors) linkState(l link.Link) LinkState {
 	switch {
 	case info.RawTracepoint() != nil:
 		st.Hook = "raw_tp " + info.RawTracepoint().Name
+	case info.PerfEvent() != nil:
+		st.Hook = "perf event"
+		if tp := info.PerfEvent().Tracepoint(); tp != nil {
+			st.Hook = "tracepoint " + tp.Tracepoint
+		}
 	case info.Tracing() != nil:
 		st.Hook = fmt.Sprintf("tp_btf (btf id %d)", info.Tracing().TargetBtfId)
 	case info.Cgroup() != nil:

@@ -23,6 +23,8 @@ const (
 	bpfNetMapSkOwner      = "sk_owner"
 	bpfNetMapUdpSeen      = "udp_seen"
 	bpfNetProgNetSysEnter = "net_sys_enter"
+	bpfNetProgNetSyscall3 = "net_syscall3"
+	bpfNetProgNetSyscall6 = "net_syscall6"
 	bpfNetProgStateBtf    = "state_btf"
 	bpfNetProgStateRaw    = "state_raw"
 	bpfNetVarBtfNetEvent  = "btf_net_event"
@@ -71,6 +73,8 @@ type bpfNetSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfNetProgramSpecs struct {
 	NetSysEnter *ebpf.ProgramSpec `ebpf:"net_sys_enter"`
+	NetSyscall3 *ebpf.ProgramSpec `ebpf:"net_syscall3"`
+	NetSyscall6 *ebpf.ProgramSpec `ebpf:"net_syscall6"`
 	StateBtf    *ebpf.ProgramSpec `ebpf:"state_btf"`
 	StateRaw    *ebpf.ProgramSpec `ebpf:"state_raw"`
 }
@@ -145,6 +149,8 @@ type bpfNetVariables struct {
 // It can be passed to loadBpfNetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfNetPrograms struct {
 	NetSysEnter *ebpf.Program `ebpf:"net_sys_enter"`
+	NetSyscall3 *ebpf.Program `ebpf:"net_syscall3"`
+	NetSyscall6 *ebpf.Program `ebpf:"net_syscall6"`
 	StateBtf    *ebpf.Program `ebpf:"state_btf"`
 	StateRaw    *ebpf.Program `ebpf:"state_raw"`
 }
@@ -152,6 +158,8 @@ type bpfNetPrograms struct {
 func (p *bpfNetPrograms) Close() error {
 	return _BpfNetClose(
 		p.NetSysEnter,
+		p.NetSyscall3,
+		p.NetSyscall6,
 		p.StateBtf,
 		p.StateRaw,
 	)

@@ -22,6 +22,7 @@ type FeatureStatus struct {
 	Available bool
 	Err       error  // why it is unavailable
 	Fallback  string // what jibril uses instead
+	Note      string // how it is available (e.g. where tracefs was found)
 }
 
 // Features is what the running kernel allows, measured by Probe.
@@ -31,7 +32,7 @@ type Features struct {
 	Kprobe           FeatureStatus
 	TpBTF            FeatureStatus
 	RawTracepoint    FeatureStatus
-	Tracepoint       FeatureStatus // perf tracepoints: need tracefs
+	Tracepoint       FeatureStatus // the syscalls tracepoints (need tracefs) of the file and net sensors
 	RingBuf          FeatureStatus
 	CgroupSKB        FeatureStatus
 	SendSignal       FeatureStatus
@@ -50,7 +51,11 @@ func (f Features) Lines() []string {
 	var out []string
 	for _, s := range f.List() {
 		if s.Available {
-			out = append(out, s.Name+": available")
+			line := s.Name + ": available"
+			if s.Note != "" {
+				line += " (" + s.Note + ")"
+			}
+			out = append(out, line)
 			continue
 		}
 		line := fmt.Sprintf("%s: unavailable (%s)", s.Name, reason(s.Err))
@@ -92,9 +97,22 @@ func ret0() asm.Instructions { return asm.Instructions{asm.Mov.Imm(asm.R0, 0), a
 
 // Probe measures, with real loads, which kernel mechanisms work here. BPF
 // LSM and fentry load failures often come with an empty verifier log and
-// EPERM: the error is reported as such, not blamed on memlock.
+// EPERM: the error is reported as such, not blamed on memlock. It mounts
+// tracefs at /sys/kernel/tracing when it is nowhere (the Tracepoint note
+// says so), as Open does.
 func Probe(ctx context.Context) Features {
 	var f Features
+	// Before any probe: cilium/ebpf looks tracefs up once per process.
+	tfs, tfsErr := tracefs{}, error(nil)
+	if ctx.Err() == nil {
+		tfs, tfsErr = ensureTracefs()
+	}
+	probeTracepoint := func() error {
+		if tfsErr != nil {
+			return tfsErr
+		}
+		return probeSyscallTracepoint()
+	}
 	probes := []struct {
 		dst      *FeatureStatus
 		name     string
@@ -106,7 +124,7 @@ func Probe(ctx context.Context) Features {
 		{&f.Kprobe, "kprobe", "tracepoints (tp_btf, raw_tp)", probeKprobe},
 		{&f.TpBTF, "tp_btf", "raw_tp", probeTpBTF},
 		{&f.RawTracepoint, "raw_tp", "none: the process, file and network sensors cannot load", probeRawTP},
-		{&f.Tracepoint, "tracepoint", "raw_tp (needs no tracefs)", probeTracepoint},
+		{&f.Tracepoint, "tracepoint", "raw_tp/sys_enter for the file and connect/sendto/sendmsg sensors (runs on every system call)", probeTracepoint},
 		{&f.RingBuf, "ringbuf", "none: no sensor can load", probeRingBuf},
 		{&f.CgroupSKB, "cgroup_skb", "none: no DNS sensor", probeCgroupSKB},
 		{&f.SendSignal, "bpf_send_signal", "a user-space kill after the event (not preventive)", probeSendSignal},
@@ -124,6 +142,9 @@ func Probe(ctx context.Context) Features {
 		}
 		p.dst.Available = true
 		p.dst.Fallback = ""
+	}
+	if f.Tracepoint.Available {
+		f.Tracepoint.Note = tfs.String()
 	}
 	return f
 }
@@ -202,10 +223,12 @@ func probeRawTP() error {
 		})
 }
 
-func probeTracepoint() error {
+// probeSyscallTracepoint attaches to the tracepoint of openat, one of those
+// the file sensor uses, for a moment.
+func probeSyscallTracepoint() error {
 	return loadAttach(&ebpf.ProgramSpec{Type: ebpf.TracePoint, Instructions: ret0()},
 		func(p *ebpf.Program) (link.Link, error) {
-			return link.Tracepoint("sched", "sched_process_exec", p, nil)
+			return link.Tracepoint("syscalls", "sys_enter_openat", p, nil)
 		})
 }
 

@@ -76,6 +76,10 @@ type Config struct {
 
 	// rawTPOnly skips tp_btf, for tests of the raw_tp fallback.
 	rawTPOnly bool
+	// rawSysEnter attaches the file and net system call programs to
+	// raw_tp/sys_enter, for tests of the fallback of the syscalls
+	// tracepoints.
+	rawSysEnter bool
 }
 
 const (
@@ -319,8 +323,9 @@ func attachTP(p *ebpf.Program, tp string) (link.Link, error) {
 // tracepointProgs loads spec with the tp_btf programs and attaches them;
 // when that fails it falls back to the raw_tp twins. progs maps the tp_btf
 // program name to its tracepoint; the raw twin is named with _raw instead
-// of _btf. Programs not in progs (raw_tp by nature) are always kept.
-func (s *Sensors) tracepointProgs(spec *ebpf.CollectionSpec, ring string, ringBytes int, progs map[string]string) (*ebpf.Collection, []link.Link, string, error) {
+// of _btf. Programs not in progs are kept when other accepts them; they
+// are not attached.
+func (s *Sensors) tracepointProgs(spec *ebpf.CollectionSpec, ring string, ringBytes int, progs map[string]string, other func(string) bool) (*ebpf.Collection, []link.Link, string, error) {
 	twins := map[string]string{}
 	for btf := range progs {
 		twins[btf[:len(btf)-len("_btf")]+"_raw"] = btf
@@ -338,7 +343,7 @@ func (s *Sensors) tracepointProgs(spec *ebpf.CollectionSpec, ring string, ringBy
 			if _, ok := twins[name]; ok {
 				return mode == "raw_tp"
 			}
-			return true
+			return other(name)
 		}
 		coll, err := s.loadSpec(spec, ring, ringBytes, keep)
 		if err != nil {
@@ -378,7 +383,7 @@ func (s *Sensors) openProc() error {
 		"exec_btf": "sched_process_exec",
 		"fork_btf": "sched_process_fork",
 		"exit_btf": "sched_process_exit",
-	})
+	}, func(string) bool { return true })
 	if err != nil {
 		return err
 	}
@@ -407,24 +412,24 @@ func (s *Sensors) openFile() error {
 	if err != nil {
 		return err
 	}
-	coll, err := s.loadSpec(spec, "file_rb", s.cfg.FileRingBytes, func(string) bool { return true })
+	progs := sysEnterProgs{tp: "file_syscall", raw: "file_sys_enter", calls: fileSyscalls()}
+	coll, links, how, err := s.openSysEnter(spec, progs, func(keep func(string) bool) (*ebpf.Collection, []link.Link, error) {
+		coll, err := s.loadSpec(spec, "file_rb", s.cfg.FileRingBytes, keep)
+		return coll, nil, err
+	})
 	if err != nil {
 		return err
 	}
 	s.colls = append(s.colls, coll)
+	s.links = append(s.links, links...)
 	s.lost = append(s.lost, coll.Maps["lost"])
 	s.prefixMap = coll.Maps["prefixes"]
-	s.progs = append(s.progs, streamProg{coll.Programs["file_sys_enter"], streamFile})
+	for _, p := range coll.Programs {
+		s.progs = append(s.progs, streamProg{p, streamFile})
+	}
 	s.fileCfg = coll.Maps["cfg"]
-	if err := s.addIgnore(coll.Maps["ignore_tgid"]); err != nil {
-		return err
-	}
-	l, err := attachTP(coll.Programs["file_sys_enter"], "sys_enter")
-	if err != nil {
-		return fmt.Errorf("attach raw_tp/sys_enter: %w", err)
-	}
-	s.links = append(s.links, l)
-	s.attached = append(s.attached, "file: raw_tp/sys_enter")
+	s.ignore = append(s.ignore, coll.Maps["ignore_tgid"])
+	s.attached = append(s.attached, "file: "+how)
 	return s.startReader(coll.Maps["file_rb"], s.handleFile, false)
 }
 
@@ -433,8 +438,14 @@ func (s *Sensors) openNet() error {
 	if err != nil {
 		return err
 	}
-	coll, links, mode, err := s.tracepointProgs(spec, "net_rb", s.cfg.NetRingBytes, map[string]string{
-		"state_btf": "inet_sock_set_state",
+	var mode string
+	progs := sysEnterProgs{tp: "net_syscall", raw: "net_sys_enter", calls: netSyscalls()}
+	coll, links, how, err := s.openSysEnter(spec, progs, func(keep func(string) bool) (*ebpf.Collection, []link.Link, error) {
+		coll, links, m, err := s.tracepointProgs(spec, "net_rb", s.cfg.NetRingBytes, map[string]string{
+			"state_btf": "inet_sock_set_state",
+		}, keep)
+		mode = m
+		return coll, links, err
 	})
 	if err != nil {
 		return err
@@ -445,16 +456,32 @@ func (s *Sensors) openNet() error {
 	for _, p := range coll.Programs {
 		s.progs = append(s.progs, streamProg{p, streamNet})
 	}
-	if err := s.addIgnore(coll.Maps["ignore_tgid"]); err != nil {
-		return err
-	}
-	l, err := attachTP(coll.Programs["net_sys_enter"], "sys_enter")
-	if err != nil {
-		return fmt.Errorf("attach raw_tp/sys_enter: %w", err)
-	}
-	s.links = append(s.links, l)
-	s.attached = append(s.attached, "tcp states: "+mode+"/inet_sock_set_state", "connect/sendto/sendmsg: raw_tp/sys_enter")
+	s.ignore = append(s.ignore, coll.Maps["ignore_tgid"])
+	s.attached = append(s.attached, "tcp states: "+mode+"/inet_sock_set_state", "connect/sendto/sendmsg: "+how)
 	return s.startReader(coll.Maps["net_rb"], s.handleNet, false)
+}
+
+func closeAll(coll *ebpf.Collection, links []link.Link) {
+	closeLinks(links)
+	coll.Close()
+}
+
+// closeLinks closes links concurrently: closing the perf event of a
+// tracepoint waits for RCU grace periods (60-90 ms each here, partly under
+// a kernel mutex); concurrent closes overlap the rest (29 links: 2 s
+// one by one, 1 s together).
+func closeLinks(links []link.Link) error {
+	errs := make([]error, len(links))
+	var wg sync.WaitGroup
+	for i, l := range links {
+		wg.Go(func() {
+			if err := l.Close(); err != nil {
+				errs[i] = fmt.Errorf("detach: %w", err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (s *Sensors) openDNS() error {
@@ -488,12 +515,14 @@ func (s *Sensors) openDNS() error {
 	return s.startReader(coll.Maps["dns_rb"], s.handleDNS, false)
 }
 
-func (s *Sensors) addIgnore(m *ebpf.Map) error {
-	s.ignore = append(s.ignore, m)
+// ignoreSelf writes our pid in the ignore_tgid map of coll, unless
+// WatchSelf: before the system call programs are attached, as attaching
+// them makes system calls (tracefs reads).
+func (s *Sensors) ignoreSelf(coll *ebpf.Collection) error {
 	if s.cfg.WatchSelf {
 		return nil
 	}
-	if err := m.Update(uint32(os.Getpid()), uint32(1), ebpf.UpdateAny); err != nil {
+	if err := coll.Maps["ignore_tgid"].Update(uint32(os.Getpid()), uint32(1), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("ignore own pid: %w", err)
 	}
 	return nil
@@ -724,10 +753,8 @@ func (s *Sensors) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
-		for _, l := range s.links {
-			if err := l.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("detach: %w", err))
-			}
+		if err := closeLinks(s.links); err != nil {
+			errs = append(errs, err)
 		}
 		for _, r := range s.readers {
 			if err := r.Close(); err != nil {

@@ -536,8 +536,9 @@ func TestCloseIdempotentAndClosedErrors(t *testing.T) {
 func TestLossCounters(t *testing.T) {
 	s := openSensors(t, Config{Sensors: SensorFile, FileRingBytes: os.Getpagesize(), ChannelSize: 1,
 		WakeupBytes: 1 << 20, FlushInterval: 50 * time.Millisecond})
-	// 5000 opens in one shell process, no fork: far more than a page holds.
-	run(t, "/bin/sh", "-c", "i=0; while [ $i -lt 5000 ]; do : < /etc/hostname; i=$((i+1)); done")
+	// 4×3000 opens in four subshells, no exec: far more than a page holds,
+	// from more producers than CPUs, so that the reader falls behind.
+	run(t, "/bin/sh", "-c", "for j in 1 2 3 4; do (i=0; while [ $i -lt 3000 ]; do : < /etc/hostname; i=$((i+1)); done) & done; wait")
 	time.Sleep(200 * time.Millisecond) // let the reader drain what fitted
 	st := s.Stats()["file"]
 	if st.Lost == 0 {

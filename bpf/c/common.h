@@ -119,3 +119,30 @@ static __always_inline int in_compat_syscall(void)
 	u32 status = BPF_CORE_READ(t, thread_info.status);
 	return (status & TS_COMPAT) != 0;
 }
+
+// TP_ARGS copies the first n system call arguments of a syscalls tracepoint
+// record into a[0..5] (zero past n). The kernel refuses to attach a program
+// to an event whose record ends before the furthest offset the program reads
+// (max_ctx_offset): a program shared by several calls reads no more
+// arguments than the shortest of them has, hence one program per count.
+#define TP_ARG(ctx, n, i) ((i) < (n) ? (u64)(ctx)->args[(i) < (n) ? (i) : 0] : 0)
+// Each load done at once, at a constant offset: clang would otherwise pick
+// an offset at run time (a[1] or a[4]...), which the verifier refuses.
+#define TP_ARGS(ctx, n, a)                                                     \
+	do {                                                                   \
+		u64 __a0 = TP_ARG(ctx, n, 0), __a1 = TP_ARG(ctx, n, 1);        \
+		u64 __a2 = TP_ARG(ctx, n, 2), __a3 = TP_ARG(ctx, n, 3);        \
+		u64 __a4 = TP_ARG(ctx, n, 4), __a5 = TP_ARG(ctx, n, 5);        \
+		barrier_var(__a0);                                             \
+		barrier_var(__a1);                                             \
+		barrier_var(__a2);                                             \
+		barrier_var(__a3);                                             \
+		barrier_var(__a4);                                             \
+		barrier_var(__a5);                                             \
+		(a)[0] = __a0;                                                 \
+		(a)[1] = __a1;                                                 \
+		(a)[2] = __a2;                                                 \
+		(a)[3] = __a3;                                                 \
+		(a)[4] = __a4;                                                 \
+		(a)[5] = __a5;                                                 \
+	} while (0)

@@ -1,8 +1,12 @@
 //go:build ignore
 
-// File stream: path-based file system calls seen at sys_enter (one raw
-// tracepoint for all of them: it needs no tracefs and one descriptor table
-// covers the legacy and the *at variants). Paths are read from user memory,
+// File stream: path-based file system calls seen at their entry, by one
+// program attached to the syscalls tracepoint of each of them
+// (tracepoint/syscalls/sys_enter_X: it runs only on those calls, but needs
+// tracefs to attach), or, as a fallback, by one raw_tp/sys_enter program
+// (it runs on every system call of the machine). Both build the record with
+// the same code, driven by one descriptor table that covers the legacy and
+// the *at variants. Paths are read from user memory,
 // bounded to PATH_CAP bytes, and filtered in the kernel against a trie of
 // path prefixes when user space turns the filter on. Each prefix carries the
 // operations wanted under it (a mask of OPB_* bits): an event passes when a
@@ -194,11 +198,27 @@ static __always_inline u64 describe(long nr)
 	return 0;
 }
 
-static __always_inline u64 arg_or(struct pt_regs *regs, u64 idx, u64 dflt)
+// The arguments of one system call: read from the pt_regs of
+// raw_tp/sys_enter (raw, a literal at every call site so that the compiler
+// keeps one side only), or copied from a syscalls tracepoint's record.
+struct sysargs {
+	struct pt_regs *regs;
+	u64 a[8]; // a[6], a[7]: zero, so that any 3-bit index stays in bounds
+};
+
+static __always_inline u64 call_arg(const struct sysargs *sa, int raw, u64 idx)
+{
+	if (raw)
+		return sys_arg(sa->regs, idx);
+	return sa->a[idx & 7];
+}
+
+static __always_inline u64 arg_or(const struct sysargs *sa, int raw, u64 idx,
+				  u64 dflt)
 {
 	if (idx == NA)
 		return dflt;
-	return sys_arg(regs, idx);
+	return call_arg(sa, raw, idx);
 }
 
 // read_path copies a NUL-terminated path from user memory and returns the
@@ -314,10 +334,9 @@ static __always_inline int keep_path(u32 *key, const char *path, u32 pflags,
 	return 0;
 }
 
-SEC("raw_tp/sys_enter")
-int file_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+// file_call builds, filters and emits the record of system call nr.
+static __always_inline int file_call(long nr, const struct sysargs *sa, int raw)
 {
-	long nr = (long)ctx->args[1];
 	u64 d = describe(nr);
 	if (d == 0)
 		return 0;
@@ -326,7 +345,9 @@ int file_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	u32 tgid = pt >> 32;
 	if (bpf_map_lookup_elem(&ignore_tgid, &tgid))
 		return 0;
-	if (in_compat_syscall())
+	// 32-bit calls reach the raw tracepoint with other numbers; the
+	// syscalls tracepoints skip them on x86 (ARCH_TRACE_IGNORE_COMPAT_SYSCALLS).
+	if (raw && in_compat_syscall())
 		return 0;
 
 	u32 zero = 0;
@@ -334,21 +355,20 @@ int file_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!e)
 		return 0;
 	struct jcfg *c = get_cfg(&cfg);
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 
 	u32 flags = 0;
 	u32 op = D_OP(d);
 	u32 sp = D_SP(d);
 	// What the filter needs first (flags, paths); the rest only for the
 	// events it keeps: most are dropped.
-	e->arg = arg_or(regs, D_IDX(d, 20), 0);
-	e->mode = (u32)arg_or(regs, D_IDX(d, 23), 0);
+	e->arg = arg_or(sa, raw, D_IDX(d, 20), 0);
+	e->mode = (u32)arg_or(sa, raw, D_IDX(d, 23), 0);
 	if (sp == SP_CREAT) {
 		e->arg = O_CREAT_WRONLY_TRUNC;
 	} else if (sp == SP_OPENAT2) {
 		u64 how[2] = {}; // struct open_how { u64 flags; u64 mode; ... }
 		if (bpf_probe_read_user(how, sizeof(how),
-					(void *)sys_arg(regs, 2)) < 0)
+					(void *)call_arg(sa, raw, 2)) < 0)
 			flags |= F_HOW_ERR;
 		e->arg = how[0];
 		e->mode = (u32)how[1];
@@ -362,14 +382,16 @@ int file_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	u32 p1 = D_IDX(d, 8), p2 = D_IDX(d, 14);
 	u32 f1 = 0, f2 = 0;
 	if (p1 != NA) {
-		f1 = read_path(e->path1, &e->path1_bits, sys_arg(regs, p1), 0);
+		f1 = read_path(e->path1, &e->path1_bits, call_arg(sa, raw, p1),
+			       0);
 	} else {
 		e->path1[0] = 0;
 		e->path1_bits = 0;
 		flags |= F_FDONLY;
 	}
 	if (p2 != NA)
-		f2 = read_path(e->path2, &e->path2_bits, sys_arg(regs, p2), 1);
+		f2 = read_path(e->path2, &e->path2_bits, call_arg(sa, raw, p2),
+			       1);
 	flags |= f1 | f2;
 
 	if (c && c->filter_on && !(flags & (F_FDONLY | F_HOW_ERR))) {
@@ -389,11 +411,11 @@ int file_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	u64 ug = bpf_get_current_uid_gid();
 	e->uid = (u32)ug;
 	e->gid = ug >> 32;
-	e->dirfd1 = (s32)arg_or(regs, D_IDX(d, 11), (u64)-100);
-	e->dirfd2 = (s32)arg_or(regs, D_IDX(d, 17), (u64)-100);
-	e->fd = (s32)arg_or(regs, D_IDX(d, 26), (u64)-1);
-	e->owner = (u32)arg_or(regs, D_IDX(d, 29), (u64)-1);
-	e->group = (u32)arg_or(regs, D_IDX(d, 32), (u64)-1);
+	e->dirfd1 = (s32)arg_or(sa, raw, D_IDX(d, 11), (u64)-100);
+	e->dirfd2 = (s32)arg_or(sa, raw, D_IDX(d, 17), (u64)-100);
+	e->fd = (s32)arg_or(sa, raw, D_IDX(d, 26), (u64)-1);
+	e->owner = (u32)arg_or(sa, raw, D_IDX(d, 29), (u64)-1);
+	e->group = (u32)arg_or(sa, raw, D_IDX(d, 32), (u64)-1);
 	e->h.flags = flags;
 	e->h.ktime = bpf_ktime_get_ns();
 	e->cgroup_id = bpf_get_current_cgroup_id();
@@ -405,3 +427,31 @@ int file_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		COUNT_LOST(STREAM_FILE);
 	return 0;
 }
+
+// The fallback: every system call of the machine, dispatched on its number.
+SEC("raw_tp/sys_enter")
+int file_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sysargs sa = {.regs = (struct pt_regs *)ctx->args[0]};
+	return file_call((long)ctx->args[1], &sa, 1);
+}
+
+// The syscalls tracepoint programs, one per number of arguments (see
+// TP_ARGS): user space attaches file_syscallN to the tracepoint of each call
+// of describe() that has N arguments (bpf/sysenter.go lists them). They run
+// only on those calls, and have the arguments in their record.
+#define FILE_SYSCALL(n)                                                        \
+	SEC("tracepoint")                                                      \
+	int file_syscall##n(struct trace_event_raw_sys_enter *ctx)             \
+	{                                                                      \
+		struct sysargs sa = {};                                        \
+		TP_ARGS(ctx, n, sa.a);                                         \
+		/* The record's nr is an int: the upper half of id is padding. */ \
+		return file_call((int)ctx->id, &sa, 0);                        \
+	}
+
+FILE_SYSCALL(1)
+FILE_SYSCALL(2)
+FILE_SYSCALL(3)
+FILE_SYSCALL(4)
+FILE_SYSCALL(5)

@@ -1,7 +1,10 @@
 //go:build ignore
 
 // Network stream: TCP state changes (inet_sock_set_state) and the peers of
-// connect/sendto/sendmsg system calls (UDP peers in particular).
+// connect/sendto/sendmsg system calls (UDP peers in particular), seen by one
+// tracepoint program per call (tracepoint/syscalls/sys_enter_X, needs
+// tracefs) or, as a fallback, by one raw_tp/sys_enter program that runs on
+// every system call of the machine. Both share peer_call.
 
 #include "common.h"
 
@@ -205,48 +208,22 @@ static __always_inline struct sock *fd_sock(int fd, u16 *type)
 
 #define SA_CAP 28 // sizeof(struct sockaddr_in6)
 
-SEC("raw_tp/sys_enter")
-int net_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+// peer_call reports the peer of a connect, sendto or sendmsg: uaddr/alen
+// the sockaddr of connect and sendto, msg the user msghdr of sendmsg.
+static __always_inline int peer_call(u8 op, int fd, u64 uaddr, u32 alen,
+				     u64 msg)
 {
-	long nr = (long)ctx->args[1];
-	u8 op;
-	switch (nr) {
-	case 42:
-		op = NET_OP_CONNECT;
-		break;
-	case 44:
-		op = NET_OP_SENDTO;
-		break;
-	case 46:
-		op = NET_OP_SENDMSG;
-		break;
-	default:
-		return 0;
-	}
 	u64 pt = bpf_get_current_pid_tgid();
 	u32 tgid = pt >> 32;
 	if (bpf_map_lookup_elem(&ignore_tgid, &tgid))
 		return 0;
-	if (in_compat_syscall())
-		return 0;
-
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	int fd = (int)sys_arg(regs, 0);
-	u64 uaddr = 0;
-	u32 alen = 0;
-	if (op == NET_OP_CONNECT) {
-		uaddr = sys_arg(regs, 1);
-		alen = (u32)sys_arg(regs, 2);
-	} else if (op == NET_OP_SENDTO) {
-		uaddr = sys_arg(regs, 4);
-		alen = (u32)sys_arg(regs, 5);
-	} else {
+	if (op == NET_OP_SENDMSG) {
 		struct {
 			u64 name;
 			s32 namelen;
 			s32 pad;
 		} mh = {};
-		if (bpf_probe_read_user(&mh, sizeof(mh), (void *)sys_arg(regs, 1)) < 0)
+		if (bpf_probe_read_user(&mh, sizeof(mh), (void *)msg) < 0)
 			return 0;
 		uaddr = mh.name;
 		alen = (u32)mh.namelen;
@@ -333,3 +310,77 @@ int net_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	bpf_ringbuf_submit(e, batch_wakeup(&net_rb, c));
 	return 0;
 }
+
+// The fallback: every system call of the machine, dispatched on its number.
+SEC("raw_tp/sys_enter")
+int net_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	u64 uaddr = 0, msg = 0;
+	u32 alen = 0;
+	u8 op;
+	switch ((long)ctx->args[1]) {
+	case 42:
+		op = NET_OP_CONNECT;
+		uaddr = sys_arg(regs, 1);
+		alen = (u32)sys_arg(regs, 2);
+		break;
+	case 44:
+		op = NET_OP_SENDTO;
+		uaddr = sys_arg(regs, 4);
+		alen = (u32)sys_arg(regs, 5);
+		break;
+	case 46:
+		op = NET_OP_SENDMSG;
+		msg = sys_arg(regs, 1);
+		break;
+	default:
+		return 0;
+	}
+	if (in_compat_syscall())
+		return 0;
+	return peer_call(op, (int)sys_arg(regs, 0), uaddr, alen, msg);
+}
+
+// The syscalls tracepoint programs, one per number of arguments (see
+// TP_ARGS): net_syscall3 for connect and sendmsg, net_syscall6 for sendto
+// (bpf/sysenter.go). They skip 32-bit calls on x86
+// (ARCH_TRACE_IGNORE_COMPAT_SYSCALLS): no compat check here.
+static __always_inline int net_tp(struct trace_event_raw_sys_enter *ctx,
+				  const u64 *a)
+{
+	u64 uaddr = 0, msg = 0;
+	u32 alen = 0;
+	u8 op;
+	switch ((int)ctx->id) {
+	case 42:
+		op = NET_OP_CONNECT;
+		uaddr = a[1];
+		alen = (u32)a[2];
+		break;
+	case 44:
+		op = NET_OP_SENDTO;
+		uaddr = a[4];
+		alen = (u32)a[5];
+		break;
+	case 46:
+		op = NET_OP_SENDMSG;
+		msg = a[1];
+		break;
+	default:
+		return 0;
+	}
+	return peer_call(op, (int)a[0], uaddr, alen, msg);
+}
+
+#define NET_SYSCALL(n)                                                         \
+	SEC("tracepoint")                                                      \
+	int net_syscall##n(struct trace_event_raw_sys_enter *ctx)              \
+	{                                                                      \
+		u64 a[6];                                                      \
+		TP_ARGS(ctx, n, a);                                            \
+		return net_tp(ctx, a);                                         \
+	}
+
+NET_SYSCALL(3)
+NET_SYSCALL(6)

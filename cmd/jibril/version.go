@@ -46,9 +46,15 @@ func newVersionCmd() *cobra.Command {
 			} else {
 				fmt.Fprintln(out, "fallbacks:")
 			}
-			for _, l := range feats.Lines() {
-				if !strings.HasSuffix(l, ": available") {
-					fmt.Fprintf(out, "  %s\n", l)
+			lines := feats.Lines()
+			for i, s := range feats.List() {
+				if !s.Available {
+					fmt.Fprintf(out, "  %s\n", lines[i])
+				}
+			}
+			for _, s := range feats.List() {
+				if s.Available && s.Note != "" {
+					fmt.Fprintf(out, "%s: %s\n", s.Name, s.Note)
 				}
 			}
 			return nil
