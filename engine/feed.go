@@ -23,6 +23,10 @@ type Feed struct {
 	DNS      *dnscache.Cache
 	Engine   *Engine
 	Received func(stream string) // counts events per stream (metrics); may be nil
+	// Resolve, when set, makes file events' relative paths absolute here, before the
+	// recipes see them: a Landlocked daemon opens its sensors with NoResolvePaths (their
+	// direct /proc reads would be refused) and resolves through the /proc broker.
+	Resolve bpf.ProcLinks
 }
 
 // Run consumes the sensor streams until ctx ends or the sensors close.
@@ -81,6 +85,9 @@ func (f *Feed) Run(ctx context.Context) {
 					return
 				}
 				count("file")
+				if f.Resolve != nil {
+					bpf.ResolveFileEvent(&ev, f.Resolve)
+				}
 				if !f.Engine.WantsFile(filePath(ev), enrich.ActionNames(ev), probe) {
 					continue
 				}

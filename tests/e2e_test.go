@@ -137,7 +137,7 @@ func startDaemon(t *testing.T, netns, recipeDir, stateDir string) *daemon {
 		t.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+netns, jibrilBin, "run", "--config", cfg,
-		"--no-builtin", "--recipes", recipeDir, "--state-dir", stateDir, "--no-metrics", "--log-format", "json")
+		"--no-builtin", "--recipes", recipeDir, "--state-dir", stateDir, "--metrics-address", "127.0.0.1:0", "--log-format", "json")
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 15 * time.Second
 	stdout, err := cmd.StdoutPipe()
@@ -200,6 +200,74 @@ func startDaemon(t *testing.T, netns, recipeDir, stateDir string) *daemon {
 		t.Fatalf("daemon not ready in 60s:\n%s", d.log())
 	}
 	return d
+}
+
+// liveShell runs script with /bin/sh in dir, and keeps the shell alive (reading its stdin)
+// until the test ends: the daemon resolves a relative path from the process's cwd, which
+// only exists while the process does.
+func liveShell(t *testing.T, dir, script string) *exec.Cmd {
+	t.Helper()
+	sh := exec.Command("/bin/sh", "-c", script+"; read _")
+	sh.Dir = dir
+	stdin, err := sh.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); _ = sh.Wait() })
+	return sh
+}
+
+// broker is the pid of the daemon's /proc broker: its child running `jibril __proc-broker`.
+func (d *daemon) broker(t *testing.T) int {
+	t.Helper()
+	pid := d.cmd.Process.Pid // nsenter execs jibril in place
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			var child int
+			fmt.Sscan(f, &child)
+			if cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child)); strings.Contains(string(cl), "\x00__proc-broker") {
+				return child
+			}
+		}
+	}
+	t.Fatalf("daemon %d has no /proc broker child", pid)
+	return 0
+}
+
+// metrics fetches the daemon's /metrics, from inside its network namespace.
+func (d *daemon) metrics(t *testing.T, netns string) string {
+	t.Helper()
+	i := strings.Index(d.log(), `"msg":"metrics","address":"`)
+	if i < 0 {
+		t.Fatal("the daemon logged no metrics address")
+	}
+	addr := d.log()[i+len(`"msg":"metrics","address":"`):]
+	addr = addr[:strings.IndexByte(addr, '"')]
+	var c net.Conn
+	if err := inNetns(t, netns, func() (err error) {
+		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func (d *daemon) log() string {
@@ -312,7 +380,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 	np := newNetpair(t, tok)
 	domain := "e2e-" + tok + ".jibril.test"
-	shellOut := filepath.Join(root, "shell-data.json")
+	// The daemon is Landlocked (the default): shell reactions write only under its state
+	// directory, so that is where the shell recipe writes; its attempt outside must fail.
+	state := filepath.Join(root, "state")
+	shellOut := filepath.Join(state, "shell-data.json")
+	shellOutside := filepath.Join(root, "shell-outside")
 
 	miner := filepath.Join(bin, "xmrig")
 	victim := filepath.Join(bin, "victim-"+tok)
@@ -352,6 +424,7 @@ func TestDaemonEndToEnd(t *testing.T) {
   reactions:
     - format: shell
       code: |
+        (echo > %[7]s) 2>/dev/null
         printf '%%s' "$REACTION_DATA" > %[3]s
 - kind: e2e
   name: e2e_prevent_kill
@@ -380,7 +453,7 @@ func TestDaemonEndToEnd(t *testing.T) {
   name: e2e_domain
   mechanism: network_peers
   remote_domains: [%[6]s]
-`, bin, tok, shellOut, watched, np.addrPeer, domain))
+`, bin, tok, shellOut, watched, np.addrPeer, domain, shellOutside))
 	for name, pol := range map[string]string{
 		"e2e_killer":       "mode: enforce\ncapabilities:\n  process.kill: [current]\n",
 		"e2e_shell":        "mode: enforce\ncapabilities:\n  shell: true\n",
@@ -415,7 +488,23 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}()
 	go serveDNS(dnsConn, domain, np.addrPeer)
 
-	d := startDaemon(t, np.a, recipesDir, filepath.Join(root, "state"))
+	d := startDaemon(t, np.a, recipesDir, state)
+
+	t.Run("the daemon is Landlocked and reads /proc through its broker", func(t *testing.T) {
+		if !strings.Contains(d.log(), `"landlock":true`) {
+			t.Skip("Landlock not applied on this kernel: see the daemon log")
+		}
+		broker := d.broker(t)
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", broker))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"CapEff:\t0000000000080004", "CapBnd:\t0000000000080004", "NoNewPrivs:\t1", "Seccomp:\t2"} {
+			if !strings.Contains(string(st), want) {
+				t.Errorf("broker %d status lacks %q:\n%s", broker, want, st)
+			}
+		}
+	})
 
 	t.Run("exec of a binary named like a miner", func(t *testing.T) {
 		cmd := exec.Command(miner, "0.2")
@@ -479,6 +568,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 		if err := exec.Command(shelly).Run(); err != nil {
 			t.Fatal(err)
 		}
+		defer func() {
+			if _, err := os.Stat(shellOutside); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the shell reaction wrote outside the state directory (%s): %v", shellOutside, err)
+			}
+		}()
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			b, err := os.ReadFile(shellOut)
@@ -580,6 +674,27 @@ func TestDaemonEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("relative paths of processes outside the daemon's domain are resolved", func(t *testing.T) {
+		// The kernel reports the path as given; the daemon makes it absolute with the
+		// process's cwd, which Landlock hides from it: it asks its broker.
+		rel := "rel-" + tok + ".txt"
+		sh := liveShell(t, watched, "echo x > "+rel)
+		e := d.wait(t, "e2e_files", func(e map[string]any) bool { return str(e, "file", "file") == filepath.Join(watched, rel) })
+		if num(e, "process", "pid") != sh.Process.Pid {
+			t.Fatalf("pid %d, want the shell %d", num(e, "process", "pid"), sh.Process.Pid)
+		}
+		// A relative exec: file.file from the cwd, process.exe from /proc/PID/exe.
+		cmd := exec.Command("./"+filepath.Base(miner), "0.2")
+		cmd.Dir = bin
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		e = d.wait(t, "e2e_miner", func(e map[string]any) bool { return num(e, "process", "pid") == cmd.Process.Pid })
+		if str(e, "process", "exe") != miner || str(e, "file", "file") != miner {
+			t.Fatalf("process.exe %q file.file %q, want %s", str(e, "process", "exe"), str(e, "file", "file"), miner)
+		}
+	})
+
 	t.Run("network recipe fires on a TCP connection between namespaces", func(t *testing.T) {
 		var local string
 		if err := inNetns(t, np.a, func() error {
@@ -626,6 +741,33 @@ func TestDaemonEndToEnd(t *testing.T) {
 		}
 		if !found || str(e, "flow", "remote", "address") != np.addrPeer {
 			t.Fatalf("flow.remote = %v, want names with %s", field(e, "flow", "remote"), domain)
+		}
+	})
+
+	// Last: it leaves the daemon without its broker.
+	t.Run("a dead broker is reported and detection goes on", func(t *testing.T) {
+		if !strings.Contains(d.log(), `"landlock":true`) {
+			t.Skip("Landlock not applied on this kernel: see the daemon log")
+		}
+		if err := syscall.Kill(d.broker(t), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for !strings.Contains(d.log(), "DEGRADED: the /proc broker died") || !strings.Contains(d.metrics(t, np.a), `jibril_feature_degraded{feature="proc_broker"} 1`) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the broker's death is neither logged nor in the metrics:\n%s", d.metrics(t, np.a))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// A relative path can no longer be resolved, an absolute one is still detected: the
+		// file stream is handled in order, so once the second is printed the first was seen.
+		rel := "after-" + tok + ".txt"
+		liveShell(t, watched, "echo x > "+rel+"; echo y > "+filepath.Join(watched, "abs-"+tok+".txt"))
+		d.wait(t, "e2e_files", func(e map[string]any) bool {
+			return str(e, "file", "file") == filepath.Join(watched, "abs-"+tok+".txt")
+		})
+		if n := d.count("e2e_files", func(e map[string]any) bool { return strings.Contains(str(e, "file", "file"), rel) }); n != 0 {
+			t.Fatalf("%d detections of %s without a broker: its path was resolved", n, rel)
 		}
 	})
 }

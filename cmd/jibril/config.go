@@ -112,7 +112,7 @@ func defaultDaemonConfig(stateDir string) daemonConfig {
 		Sensors:       sensorsConfig{RealtimeExec: true, File: true, Net: true, DNS: true, FileRingBytes: 4 << 20},
 		ReloadEvery:   time.Second,
 		Loss:          lossConfig{Every: 10 * time.Second, Threshold: 1000, Action: "alert"},
-		Confine:       confineConfig{Enabled: true},
+		Confine:       confineConfig{Enabled: true, Landlock: true},
 	}
 }
 

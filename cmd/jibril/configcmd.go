@@ -142,9 +142,13 @@ const configTemplate = `# jibril daemon configuration (jibril run --config FILE)
 #   action: {{.Loss.Action}}
 
 # Privileges after start-up: keep only CAP_NET_ADMIN, CAP_KILL, CAP_SYS_PTRACE and
-# CAP_DAC_READ_SEARCH, set no_new_privs. Landlock (read-only file system but the state
-# directory and read_write) is off by default: it also hides /proc/PID/cwd, exe, fd and
-# environ of every other process from the daemon (relative paths of file events, evidence).
+# CAP_DAC_READ_SEARCH, set no_new_privs, and Landlock the file system: read-only but the
+# state directory and read_write, executables only from the system directories. Shell
+# reactions inherit it and write only under the state directory (their private temp
+# directory <state>/tmp, evidence in <state>/evidence). Landlock hides /proc/PID/exe, cwd,
+# fd, environ and maps of every other process: the daemon reads them through its /proc
+# broker, a helper process started before Landlock that keeps only CAP_SYS_PTRACE and
+# CAP_DAC_READ_SEARCH and serves only those reads.
 # confine:
 #   enabled: {{.Confine.Enabled}}
 #   landlock: {{.Confine.Landlock}}

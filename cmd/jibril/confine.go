@@ -21,12 +21,13 @@ type confineConfig struct {
 	// bounding set included) and sets no_new_privs, after start-up. Shell reactions
 	// inherit both.
 	Enabled bool `koanf:"enabled"`
-	// Landlock also confines the file system: read everything, write only the state
-	// directory (and ReadWrite), execute only from the system directories. Off by
-	// default: Landlock refuses /proc/PID/{cwd,exe,fd,environ,maps} of every process
-	// outside the daemon's domain, whatever the capabilities, so the relative paths of
-	// file events, process.exe of relative execs and most of CollectEvidence would be
-	// lost, and shell reactions could not write outside the state directory.
+	// Landlock also confines the file system (on by default): read everything, write only
+	// the state directory (and ReadWrite), execute only from the system directories.
+	// Landlock refuses /proc/PID/{exe,cwd,root,fd,environ,maps} of every process outside
+	// the daemon's domain, whatever the capabilities: the daemon reads them through its
+	// /proc broker (engine/procfs), a helper started before Landlock. Shell reactions
+	// inherit the domain: they write only under the state directory, where their private
+	// working directory (<state>/tmp) and the evidence bundles (<state>/evidence) are.
 	Landlock bool `koanf:"landlock"`
 	// ReadWrite are more writable paths under Landlock (the file printer's directory is
 	// added by itself).
@@ -53,6 +54,9 @@ func (d *daemon) confine(cfg daemonConfig) error {
 		return nil
 	}
 	d.met.SetDegraded("confine", false)
+	// The state directory is writable under Landlock, and with it everything reactions write:
+	// the shell reactions' private temp root (liveworld.TempRoot) and the evidence bundles
+	// (liveworld.EvidenceDir), both inside it.
 	rw := append([]string(nil), cfg.Confine.ReadWrite...)
 	if p := cfg.Printers.File.Path; p != "" {
 		rw = append(rw, filepath.Dir(p)) // rotation renames and creates files there
@@ -93,6 +97,9 @@ func (d *daemon) confineSummary() string {
 	s := "caps=" + strings.Join(d.confined.Kept.Names(), ",") + " no_new_privs"
 	if d.confined.Landlock.Applied {
 		s += fmt.Sprintf(" landlock(abi %d)", d.confined.Landlock.ABI)
+	}
+	if d.broker != nil {
+		s += fmt.Sprintf(" proc_broker(pid %d)", d.broker.Pid())
 	}
 	return s
 }

@@ -69,7 +69,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	root.AddCommand(newSandboxCmd(g), newVersionCmd(), newStoreCmd(g), newAuditCmd(g), newNetCmd(g), newRunCmd(g), newRecipesCmd(g))
 	root.AddCommand(newTestCmd(builtin.FS))
-	root.AddCommand(newSystemdCmd(), newConfigCmd(g))
+	root.AddCommand(newSystemdCmd(), newConfigCmd(g), newProcBrokerCmd())
 	return root
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/jibril-rt/jibril/engine/enrich"
 	"github.com/jibril-rt/jibril/engine/metrics"
 	"github.com/jibril-rt/jibril/engine/printer"
+	"github.com/jibril-rt/jibril/engine/procfs"
 	"github.com/jibril-rt/jibril/engine/proctable"
 	"github.com/jibril-rt/jibril/recipes"
 	"github.com/jibril-rt/jibril/recipes/builtin"
@@ -159,6 +160,7 @@ type daemon struct {
 	met      *metrics.Metrics
 	prevent  preventState
 	confined confine.Report // what confine.Apply left the daemon with
+	broker   *procfs.Client // the /proc broker when Landlock is planned, else nil
 }
 
 func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout io.Writer, hup <-chan os.Signal) (err error) {
@@ -195,6 +197,12 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 		log.Error("DEGRADED: "+degradedNote, "state_dir", cfg.StateDir, "err", stateErr.Error())
 		cfg.DryRun, cacheDir = true, ""
 	}
+	// Before anything reads /proc of other processes, and long before Landlock: the broker
+	// must stay outside the daemon's Landlock domain.
+	var pfs procfs.ProcFS = procfs.Direct{}
+	if d.broker = d.startProcBroker(cfg); d.broker != nil {
+		pfs = d.broker
+	}
 	if d.host, err = sandbox.NewHost(ctx, sandbox.HostConfig{CacheDir: cacheDir, Logger: log}); err != nil {
 		return err
 	}
@@ -206,7 +214,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 	} else {
 		audit = d.st
 		d.live, err = liveworld.Open(ctx, liveworld.Config{StateDir: cfg.StateDir, Store: d.st, NetNSFd: -1,
-			Protect: cfg.protectCIDRs(), Floor: floor, Restore: true, Log: log})
+			Protect: cfg.protectCIDRs(), Floor: floor, Restore: true, Proc: pfs, Log: log})
 		if err != nil {
 			if d.live == nil {
 				return err
@@ -241,7 +249,7 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 		d.eng.Notice("jibril_degraded", degradedNote+": "+stateErr.Error(), "high")
 	}
 
-	procs := proctable.New(proctable.Options{})
+	procs := proctable.New(proctable.Options{Proc: pfs})
 	if err := procs.Scan(ctx); err != nil {
 		log.Warn("process table scan", "err", err)
 	}
@@ -267,8 +275,10 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 		log.Warn("DEGRADED: no DNS sensor (cgroup_skb unavailable): flows carry no names and domain blocks follow only names resolved at block time",
 			"reason", feats.CgroupSKB.Err)
 	}
+	// With the broker, relative paths are resolved by the feed through it: the sensors' direct
+	// reads of /proc/PID/{task/TID/cwd,fd/N} would be refused under Landlock.
 	if d.sensors, err = bpf.Open(ctx, bpf.Config{Sensors: sensors, RealtimeExecReader: cfg.Sensors.RealtimeExec,
-		ChannelSize: cfg.Sensors.ChannelSize, FileRingBytes: int(cfg.Sensors.FileRingBytes)}); err != nil {
+		ChannelSize: cfg.Sensors.ChannelSize, FileRingBytes: int(cfg.Sensors.FileRingBytes), NoResolvePaths: d.broker != nil}); err != nil {
 		return fmt.Errorf("attach the kernel sensors: %w", err)
 	}
 	d.met.SetLossSource(func() map[string]uint64 {
@@ -314,7 +324,10 @@ func runDaemon(ctx context.Context, cfg daemonConfig, log *slog.Logger, stdout i
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	feed := &engine.Feed{Sensors: d.sensors, Procs: procs, DNS: dns, Engine: d.eng,
-		Enrich: enrich.New(enrich.Options{Procs: procs, DNS: dns}), Received: d.met.EventReceived}
+		Enrich: enrich.New(enrich.Options{Procs: procs, DNS: dns, Proc: pfs}), Received: d.met.EventReceived}
+	if d.broker != nil {
+		feed.Resolve = procfs.Links{FS: d.broker}
+	}
 	wg.Add(1)
 	go func() { defer wg.Done(); feed.Run(ctx) }()
 
@@ -487,6 +500,11 @@ func (d *daemon) close(log *slog.Logger) {
 	if d.printers != nil {
 		if err := d.printers.Close(ctx); err != nil {
 			log.Warn("flush printers", "err", err)
+		}
+	}
+	if d.broker != nil { // after the engine: draining reactions may still collect evidence
+		if err := d.broker.Close(); err != nil {
+			log.Warn("stop the proc broker", "err", err)
 		}
 	}
 	if d.live != nil {

@@ -120,7 +120,8 @@ Environment=TMPDIR={{.State}}/tmp
 
 # Capabilities. The bounding set is what start-up needs; once started the daemon keeps
 # only {{.KeptNames}}
-# in every set (bounding included), sets no_new_privs and, if configured, Landlock.
+# in every set (bounding included), sets no_new_privs and Landlock (confine.landlock); its
+# /proc broker, started before, keeps only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.
 {{- range .CapWhy}}
 #   {{.}}
 {{- end}}
@@ -159,8 +160,9 @@ RestrictRealtime=no
 # netlink for nftables, unix for sd_notify, inet for webhooks and metrics.
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 SystemCallArchitectures=native
-# @system-service plus what BPF, fanotify, tracepoint probes and Landlock use.
-SystemCallFilter=@system-service bpf perf_event_open fanotify_init fanotify_mark landlock_create_ruleset landlock_add_rule landlock_restrict_self
+# @system-service plus what BPF, fanotify, tracepoint probes and Landlock use, and seccomp
+# for the /proc broker's own filter (one call for all its threads; it can only restrict).
+SystemCallFilter=@system-service bpf perf_event_open fanotify_init fanotify_mark landlock_create_ruleset landlock_add_rule landlock_restrict_self seccomp
 SystemCallErrorNumber=EPERM
 
 [Install]

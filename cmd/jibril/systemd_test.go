@@ -72,7 +72,7 @@ func TestSystemdInstall(t *testing.T) {
 		"CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_NET_ADMIN CAP_DAC_OVERRIDE CAP_SYS_NICE CAP_SYS_RESOURCE CAP_SETPCAP CAP_KILL CAP_SYS_PTRACE CAP_DAC_READ_SEARCH",
 		"AmbientCapabilities=", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/jibril",
 		"ProtectHome=read-only", "PrivateTmp=no", "StateDirectory=jibril", "Environment=TMPDIR=/var/lib/jibril/tmp",
-		"SystemCallFilter=@system-service bpf perf_event_open fanotify_init fanotify_mark landlock_create_ruleset landlock_add_rule landlock_restrict_self",
+		"SystemCallFilter=@system-service bpf perf_event_open fanotify_init fanotify_mark landlock_create_ruleset landlock_add_rule landlock_restrict_self seccomp",
 		"MemoryDenyWriteExecute=no", "RestrictRealtime=no", "KillMode=mixed", "WantedBy=multi-user.target",
 	} {
 		if !slices.Contains(strings.Split(u, "\n"), line) {

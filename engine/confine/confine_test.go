@@ -23,7 +23,7 @@ import (
 // The tests confine a child process (this test binary, re-executed with childEnv set),
 // never the test process itself: confinement cannot be undone.
 const (
-	childEnv = "JIBRIL_CONFINE_CHILD" // which child: "apply" or "daemon"
+	childEnv = "JIBRIL_CONFINE_CHILD" // which child: "apply", "daemon" or "broker"
 	specEnv  = "JIBRIL_CONFINE_SPEC"  // the child's spec, JSON
 )
 
@@ -35,6 +35,8 @@ func TestMain(m *testing.M) {
 		os.Exit(applyChild())
 	case "daemon":
 		os.Exit(daemonChild())
+	case "broker":
+		os.Exit(brokerChild())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown child", os.Getenv(childEnv))
 		os.Exit(3)

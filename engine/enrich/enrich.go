@@ -20,22 +20,23 @@
 package enrich
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/jibril-rt/jibril/bpf"
 	"github.com/jibril-rt/jibril/engine/event"
+	"github.com/jibril-rt/jibril/engine/procfs"
 	"github.com/jibril-rt/jibril/engine/proctable"
 	"github.com/jibril-rt/jibril/recipes"
 )
@@ -57,6 +58,7 @@ type Options struct {
 	Procs    ProcessTable     // required
 	DNS      NameResolver     // nil: no names
 	ProcRoot string           // "" = /proc
+	Proc     procfs.ProcFS    // the links of /proc/PID (exe, cwd); nil = read ProcRoot directly
 	Now      func() time.Time // nil = time.Now; used when an event has no time
 	// Scenario overrides the host description computed at New (tests, containers).
 	Scenario *event.Scenario
@@ -67,6 +69,7 @@ type Enricher struct {
 	procs    ProcessTable
 	dns      NameResolver
 	procRoot string
+	proc     procfs.ProcFS
 	now      func() time.Time
 	scenario event.Scenario
 	cgroups  *cgroupResolver
@@ -92,6 +95,10 @@ func New(o Options) *Enricher {
 		e.procRoot = proctable.DefaultProcRoot
 	}
 	e.procRoot = strings.TrimRight(e.procRoot, "/")
+	e.proc = o.Proc
+	if e.proc == nil {
+		e.proc = procfs.Direct{Root: e.procRoot}
+	}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -120,9 +127,9 @@ func (e *Enricher) newEvent(kind string, t time.Time) *event.Event {
 func (e *Enricher) Exec(ev bpf.ExecEvent) *event.Event {
 	out := e.newEvent(event.TypeExecution, ev.Time)
 	pid := int32(ev.TGID)
-	executed := proctable.ExePath(ev, e.procRoot)
+	executed := proctable.ExePath(ev, e.proc)
 	p := event.Process{PID: pid, PPID: int32(ev.PPID), UID: ev.UID, GID: ev.GID, Comm: ev.Comm,
-		Exe: loadedImage(e.procRoot, pid, executed, ev.Exe)}
+		Exe: loadedImage(e.proc, pid, executed, ev.Exe)}
 	p.SetArgv(ev.Argv)
 	if ev.StartTime != 0 {
 		p.Start = event.Stamp(e.procs.WallTime(ev.StartTime))
@@ -170,20 +177,42 @@ func (e *Enricher) Exec(ev bpf.ExecEvent) *event.Event {
 // process as it is now, which may already be a later exec: the link is used only when it
 // still leads to the very file this event loaded (id, from the kernel); otherwise, and when the
 // process is gone, the executed path stands in.
-func loadedImage(procRoot string, pid int32, executed string, id bpf.FileID) string {
-	if procRoot == "" {
-		procRoot = proctable.DefaultProcRoot
-	}
-	link := procRoot + "/" + strconv.Itoa(int(pid)) + "/exe"
-	real, err := os.Readlink(link)
-	if err != nil || !path.IsAbs(real) || id.Ino == 0 {
+func loadedImage(proc procfs.ProcFS, pid int32, executed string, id bpf.FileID) string {
+	if id.Ino == 0 {
 		return executed
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(link, &st); err != nil || st.Ino != id.Ino || st.Dev != id.Dev {
+	if real, ok := sameImage(executed, id); ok {
+		return real
+	}
+	ctx, link := context.Background(), procfs.Ref{PID: pid, Item: procfs.Exe}
+	real, err := proc.Readlink(ctx, link)
+	if err != nil || !path.IsAbs(real) {
+		return executed
+	}
+	if st, err := proc.Stat(ctx, link); err != nil || st.Ino != id.Ino || st.Dev != id.Dev {
 		return executed
 	}
 	return real
+}
+
+// sameImage resolves the executed path in our own mount namespace (every symbolic link, as
+// /proc/PID/exe would show it) and reports whether it names, now, a regular file with the very
+// id the kernel loaded: then that is the image, found without reading /proc (under Landlock
+// a /proc read is a round trip to the broker, twice per exec). A link swapped since, another
+// mount namespace, a deleted file: no match, and /proc decides.
+func sameImage(executed string, id bpf.FileID) (string, bool) {
+	if !path.IsAbs(executed) {
+		return "", false
+	}
+	real, err := filepath.EvalSymlinks(executed)
+	if err != nil {
+		return "", false
+	}
+	var st unix.Stat_t
+	if unix.Lstat(real, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != id.Ino || st.Dev != id.Dev {
+		return "", false
+	}
+	return real, true
 }
 
 func sameStart(a, b uint64, coarse bool) bool {

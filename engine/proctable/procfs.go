@@ -2,6 +2,7 @@ package proctable
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jibril-rt/jibril/engine/procfs"
 )
 
 // Bounds on what is read from /proc. Everything there can be shaped by the process it
@@ -154,18 +157,19 @@ func parseCgroup(b []byte) string {
 	return first
 }
 
-// readLink reads a symbolic link, "" when it cannot.
-func readLink(p string) string {
-	s, err := os.Readlink(p)
+// readLink reads a link of /proc/PID through proc (Landlock refuses them to a confined
+// daemon: see engine/procfs), "" when it cannot.
+func readLink(proc procfs.ProcFS, r procfs.Ref) string {
+	s, err := proc.Readlink(context.Background(), r)
 	if err != nil || len(s) > maxPathLen {
 		return ""
 	}
 	return s
 }
 
-// readProc reads one process from procRoot. stat is required; the other files are best
-// effort (a process may hide them, or exit while we read).
-func readProc(procRoot string, pid int32, clk clock) (*Proc, error) {
+// readProc reads one process from procRoot, and its links through proc. stat is required; the
+// other files are best effort (a process may hide them, or exit while we read).
+func readProc(procRoot string, proc procfs.ProcFS, pid int32, clk clock) (*Proc, error) {
 	dir := procRoot + "/" + strconv.FormatInt(int64(pid), 10)
 	b, _, err := readBounded(dir+"/stat", maxStatBytes)
 	if err != nil {
@@ -189,7 +193,7 @@ func readProc(procRoot string, pid int32, clk clock) (*Proc, error) {
 	if b, _, err := readBounded(dir+"/cmdline", maxCmdlineBytes); err == nil {
 		p.Argv = parseCmdline(b)
 	}
-	p.Exe = readLink(dir + "/exe")
+	p.Exe = readLink(proc, procfs.Ref{PID: pid, Item: procfs.Exe})
 	if b, _, err := readBounded(dir+"/cgroup", maxCgroupBytes); err == nil {
 		p.Cgroup = parseCgroup(b)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/jibril-rt/jibril/bpf"
 	"github.com/jibril-rt/jibril/engine/event"
+	"github.com/jibril-rt/jibril/engine/procfs"
 )
 
 // Defaults applied to zero Options fields.
@@ -52,6 +53,7 @@ const (
 // Options configures a Table.
 type Options struct {
 	ProcRoot  string           // "" = /proc
+	Proc      procfs.ProcFS    // the links of /proc/PID (exe, cwd); nil = read ProcRoot directly
 	Max       int              // maximum entries (0 = DefaultMax)
 	ExitedTTL time.Duration    // how long exited processes are kept (0 = DefaultExitedTTL)
 	MaxDepth  int              // longest ancestry returned (0 = DefaultMaxDepth)
@@ -102,6 +104,7 @@ func (p *Proc) Ancestor() event.Ancestor {
 // Table is the process table.
 type Table struct {
 	root      string
+	proc      procfs.ProcFS
 	max       int
 	exitedTTL time.Duration
 	maxDepth  int
@@ -136,6 +139,10 @@ func New(o Options) *Table {
 		t.root = DefaultProcRoot
 	}
 	t.root = strings.TrimRight(t.root, "/")
+	t.proc = o.Proc
+	if t.proc == nil {
+		t.proc = procfs.Direct{Root: t.root}
+	}
 	if t.max <= 0 {
 		t.max = DefaultMax
 	}
@@ -180,7 +187,7 @@ func (t *Table) Scan(ctx context.Context) error {
 			if !ok {
 				continue
 			}
-			p, rerr := readProc(t.root, pid, t.clk)
+			p, rerr := readProc(t.root, t.proc, pid, t.clk)
 			if rerr != nil {
 				continue
 			}
@@ -224,7 +231,7 @@ func (t *Table) Get(pid int32) (Proc, bool) {
 	if negative && now.Before(negUntil) {
 		return Proc{}, false
 	}
-	p, err := readProc(t.root, pid, t.clk)
+	p, err := readProc(t.root, t.proc, pid, t.clk)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e := t.procs[pid]; e.live(now) { // the writer was faster
@@ -316,7 +323,7 @@ func (t *Table) OnExec(ev bpf.ExecEvent) {
 		return
 	}
 	p := &Proc{PID: pid, PPID: int32(ev.PPID), UID: ev.UID, GID: ev.GID, Comm: ev.Comm,
-		Argv: slices.Clone(ev.Argv), Exe: ExePath(ev, t.root), CgroupID: ev.CgroupID,
+		Argv: slices.Clone(ev.Argv), Exe: ExePath(ev, t.proc), CgroupID: ev.CgroupID,
 		Start: ev.StartTime}
 	p.StartTime = t.clk.monoToWall(p.Start)
 	t.mu.Lock()
@@ -350,7 +357,7 @@ func (t *Table) OnFork(ev bpf.ForkEvent) {
 	if ok {
 		p = &Proc{PID: pid, PPID: ppid, UID: parent.UID, GID: parent.GID, Comm: parent.Comm,
 			Argv: parent.Argv, Exe: parent.Exe, Cgroup: parent.Cgroup, CgroupID: parent.CgroupID}
-	} else if rp, err := readProc(t.root, pid, t.clk); err == nil {
+	} else if rp, err := readProc(t.root, t.proc, pid, t.clk); err == nil {
 		p = rp
 	} else {
 		p = &Proc{PID: pid, PPID: ppid, Comm: ev.Comm}
@@ -440,24 +447,25 @@ func (t *Table) makeRoomLocked() {
 
 // ExePath is the executable path of an exec event: the path given to execve when absolute,
 // made absolute with the process's working directory when relative, and /proc/PID/exe for
-// descriptors (fexecve) or when the rest fails. "" when nothing is known.
-func ExePath(ev bpf.ExecEvent, procRoot string) string {
-	if procRoot == "" {
-		procRoot = DefaultProcRoot
+// descriptors (fexecve) or when the rest fails. "" when nothing is known. The links are read
+// through proc (nil = /proc directly).
+func ExePath(ev bpf.ExecEvent, proc procfs.ProcFS) string {
+	if proc == nil {
+		proc = procfs.Direct{}
 	}
 	name := ev.Filename
-	dir := procRoot + "/" + strconv.FormatUint(uint64(ev.TGID), 10)
+	pid := int32(min(ev.TGID, procfs.MaxPID+1)) // out of range: refused by proc
 	switch {
 	case name == "" || strings.HasPrefix(name, "/dev/fd/") || strings.HasPrefix(name, "/proc/"):
 	case path.IsAbs(name):
 		return path.Clean(name)
 	default:
-		if cwd := readLink(dir + "/cwd"); path.IsAbs(cwd) {
+		if cwd := readLink(proc, procfs.Ref{PID: pid, Item: procfs.Cwd}); path.IsAbs(cwd) {
 			return filepath.Join(cwd, name)
 		}
 	}
 	if ev.TGID == 0 {
 		return ""
 	}
-	return readLink(dir + "/exe")
+	return readLink(proc, procfs.Ref{PID: pid, Item: procfs.Exe})
 }

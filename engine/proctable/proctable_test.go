@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jibril-rt/jibril/bpf"
+	"github.com/jibril-rt/jibril/engine/procfs"
 )
 
 // fakeClock is a settable clock for exit eviction.
@@ -120,7 +121,7 @@ func TestChildForkExecExit(t *testing.T) {
 	child, self := int32(cmd.Process.Pid), int32(os.Getpid())
 
 	// The real start time, from /proc, brackets the fork.
-	real, err := readProc("/proc", child, clock{})
+	real, err := readProc("/proc", procfs.Direct{}, child, clock{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +418,7 @@ func TestExePath(t *testing.T) {
 		{"gone", bpf.ExecEvent{TGID: 1 << 30, Filename: "rel"}, ""},
 	}
 	for _, c := range cases {
-		if got := ExePath(c.ev, ""); got != c.want {
+		if got := ExePath(c.ev, nil); got != c.want {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
 	}

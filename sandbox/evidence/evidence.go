@@ -3,7 +3,11 @@
 //
 // Everything under /proc/PID is read relative to one descriptor of that
 // directory, opened first: if the process exits and its pid is reused while
-// we collect, the reads fail instead of describing the newcomer.
+// we collect, the reads fail instead of describing the newcomer. What a
+// Landlocked daemon cannot read itself (environ, maps, the cwd and exe links,
+// the executable, the descriptors' targets) goes through Collector.Proc by
+// pid, and is kept only if that descriptor still reaches the process
+// afterwards: alive then, it held its pid all along.
 package evidence
 
 import (
@@ -20,6 +24,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jibril-rt/jibril/engine/procfs"
 )
 
 const (
@@ -29,15 +35,16 @@ const (
 	// maxExeBytes caps the hashing of the executable.
 	maxExeBytes = 1 << 30
 	// maxFDs caps the descriptors listed.
-	maxFDs = 1 << 16
-	// maxLink is the readlink buffer: d_path never returns more than a page.
-	maxLink = 8192
+	maxFDs = procfs.MaxFDs
 )
 
 // Collector writes evidence bundles under Dir.
 type Collector struct {
 	Dir string           // evidence root
 	Now func() time.Time // clock; nil means time.Now
+	// Proc reads what Landlock hides from a confined daemon (the /proc
+	// broker); nil reads /proc directly.
+	Proc procfs.ProcFS
 }
 
 // Manifest describes a bundle; it is written as manifest.json.
@@ -111,7 +118,11 @@ func (c *Collector) Collect(ctx context.Context, pid int) (string, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", fmt.Errorf("collect evidence for pid %d: %w", pid, err)
 	}
-	b := &bundle{dir: dir, proc: pfd, procDir: procDir,
+	pfs := c.Proc
+	if pfs == nil {
+		pfs = procfs.Direct{}
+	}
+	b := &bundle{ctx: ctx, dir: dir, proc: pfd, procDir: procDir, pid: int32(pid), fs: pfs,
 		m: Manifest{PID: pid, CollectedAt: at.UTC(), Files: []FileEntry{}, Errors: []string{}}}
 
 	if st, err := b.read("stat"); err == nil {
@@ -119,12 +130,12 @@ func (c *Collector) Collect(ctx context.Context, pid int) (string, error) {
 	}
 	steps := []func(){
 		func() { b.copy("cmdline") },
-		func() { b.copy("environ") },
+		func() { b.copyVia(procfs.Environ, "environ") },
 		func() { b.copy("status") },
 		func() { b.copy("stat") },
-		func() { b.copy("maps") },
-		func() { b.link("cwd") },
-		func() { b.link("exe") },
+		func() { b.copyVia(procfs.Maps, "maps") },
+		func() { b.link(procfs.Cwd, "cwd") },
+		func() { b.link(procfs.Exe, "exe") },
 		b.hashExe,
 		b.fdsAndSockets,
 	}
@@ -142,10 +153,24 @@ func (c *Collector) Collect(ctx context.Context, pid int) (string, error) {
 }
 
 type bundle struct {
+	ctx     context.Context
 	dir     string
 	proc    int // descriptor of /proc/PID
 	procDir string
+	pid     int32
+	fs      procfs.ProcFS
 	m       Manifest
+}
+
+// alive checks that the process is still the one b.proc was opened on:
+// data read by pid through b.fs is kept only then, since a process that is
+// still there never gave its pid away.
+func (b *bundle) alive() error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(b.proc, "stat", &st, 0); err != nil {
+		return fmt.Errorf("the process is gone, its pid may name another one now: %w", err)
+	}
+	return nil
 }
 
 func (b *bundle) fail(format string, args ...any) {
@@ -185,11 +210,47 @@ func (b *bundle) copy(name string) {
 	b.write(name, data)
 }
 
-// link records the target of a /proc/PID link.
-func (b *bundle) link(name string) {
-	target, err := readlinkat(b.proc, name)
+// readVia reads a /proc/PID file through b.fs, cut at MaxFileBytes (then
+// with an error that says so, next to the data).
+func (b *bundle) readVia(it procfs.Item, name string) ([]byte, error) {
+	f, err := b.fs.Open(b.ctx, procfs.Ref{PID: b.pid, Item: it})
 	if err != nil {
-		b.fail("%s: readlink %s/%s: %v", name, b.procDir, name, err)
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s: %w", b.procDir, name, err)
+	}
+	if err := b.alive(); err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileBytes {
+		return data[:MaxFileBytes], fmt.Errorf("%s/%s: %w", b.procDir, name, errTruncated)
+	}
+	return data, nil
+}
+
+// copyVia is copy for the files read through b.fs.
+func (b *bundle) copyVia(it procfs.Item, name string) {
+	data, err := b.readVia(it, name)
+	if err != nil {
+		b.fail("%s: %v", name, err)
+		if !errors.Is(err, errTruncated) {
+			return
+		}
+	}
+	b.write(name, data)
+}
+
+// link records the target of a /proc/PID link.
+func (b *bundle) link(it procfs.Item, name string) {
+	target, err := b.fs.Readlink(b.ctx, procfs.Ref{PID: b.pid, Item: it})
+	if err == nil {
+		err = b.alive()
+	}
+	if err != nil {
+		b.fail("%s: %v", name, err)
 		return
 	}
 	b.write(name, []byte(target+"\n"))
@@ -198,12 +259,11 @@ func (b *bundle) link(name string) {
 // hashExe hashes the executable through /proc/PID/exe, which reaches the
 // file even when it was deleted or replaced on disk after the exec.
 func (b *bundle) hashExe() {
-	fd, err := unix.Openat(b.proc, "exe", unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	f, err := b.fs.Open(b.ctx, procfs.Ref{PID: b.pid, Item: procfs.Exe})
 	if err != nil {
-		b.fail("exe.sha256: open %s/exe: %v", b.procDir, err)
+		b.fail("exe.sha256: %v", err)
 		return
 	}
-	f := os.NewFile(uintptr(fd), b.procDir+"/exe")
 	defer f.Close()
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		b.fail("exe.sha256: %s/exe is not a regular file", b.procDir)
@@ -217,6 +277,10 @@ func (b *bundle) hashExe() {
 	}
 	if n > maxExeBytes {
 		b.fail("exe.sha256: %s/exe larger than %d bytes, not hashed", b.procDir, maxExeBytes)
+		return
+	}
+	if err := b.alive(); err != nil {
+		b.fail("exe.sha256: %v", err)
 		return
 	}
 	b.m.ExeSHA256 = hex.EncodeToString(h.Sum(nil))
@@ -252,50 +316,31 @@ func (b *bundle) fdsAndSockets() {
 // listFDs reads the targets of /proc/PID/fd/*. It returns what it listed
 // with an error when the listing was cut short.
 func (b *bundle) listFDs() ([]FD, error) {
-	dfd, err := unix.Openat(b.proc, "fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s/fd: %w", b.procDir, err)
+	links, err := b.fs.FDs(b.ctx, b.pid)
+	if err == nil {
+		err = b.alive()
 	}
-	dir := os.NewFile(uintptr(dfd), b.procDir+"/fd")
-	defer dir.Close()
+	if err != nil {
+		return nil, err
+	}
 	fds := []FD{}
 	unreadable, firstErr := 0, error(nil)
-	done := func(err error) ([]FD, error) {
-		if unreadable > 0 {
-			err = errors.Join(err, fmt.Errorf("%d descriptors unreadable: %w", unreadable, firstErr))
+	for _, l := range links {
+		if l.Err != nil {
+			if unreadable++; firstErr == nil {
+				firstErr = l.Err
+			}
+			continue
 		}
-		return fds, err
+		fds = append(fds, FD{FD: l.FD, Target: l.Target})
 	}
-	for {
-		names, err := dir.Readdirnames(1024)
-		for _, n := range names {
-			num, err := strconv.Atoi(n)
-			if err != nil || num < 0 {
-				continue
-			}
-			target, err := readlinkat(dfd, n)
-			if errors.Is(err, unix.ENOENT) {
-				continue // closed meanwhile
-			}
-			if err != nil {
-				if unreadable++; firstErr == nil {
-					firstErr = fmt.Errorf("readlink %s/fd/%s: %w", b.procDir, n, err)
-				}
-				continue
-			}
-			fds = append(fds, FD{FD: num, Target: target})
-		}
-		if len(fds) > maxFDs {
-			fds = fds[:maxFDs]
-			return done(fmt.Errorf("more than %d descriptors, list cut", maxFDs))
-		}
-		if err == io.EOF || err == nil && len(names) == 0 {
-			return done(nil)
-		}
-		if err != nil {
-			return done(fmt.Errorf("list %s/fd: %w", b.procDir, err))
-		}
+	if len(links) >= maxFDs { // the listing stops there
+		err = fmt.Errorf("%d descriptors or more, list cut", maxFDs)
 	}
+	if unreadable > 0 {
+		err = errors.Join(err, fmt.Errorf("%d descriptors unreadable: %w", unreadable, firstErr))
+	}
+	return fds, err
 }
 
 // joinSockets fills in the sockets from the tables of the process's
@@ -364,16 +409,4 @@ func (b *bundle) writeManifest() error {
 		return fmt.Errorf("write manifest %s: %w", path, err)
 	}
 	return nil
-}
-
-func readlinkat(dirfd int, name string) (string, error) {
-	buf := make([]byte, maxLink)
-	n, err := unix.Readlinkat(dirfd, name, buf)
-	if err != nil {
-		return "", err
-	}
-	if n >= len(buf) {
-		return "", fmt.Errorf("link target longer than %d bytes", maxLink)
-	}
-	return string(buf[:n]), nil
 }

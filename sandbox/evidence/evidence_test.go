@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jibril-rt/jibril/engine/procfs"
 )
 
 const helperEnv = "JIBRIL_EVIDENCE_HELPER"
@@ -248,6 +250,48 @@ func TestCollectDeletedExe(t *testing.T) {
 	readJSON(t, filepath.Join(dir, "sockets.json"), &socks)
 	if socks == nil || len(socks) != 0 {
 		t.Fatalf("sockets of sleep = %+v, want an empty list", socks)
+	}
+}
+
+// killingProc is the direct /proc reader, except that its first Open of environ kills and
+// reaps the process after opening: what was read by pid must then be discarded, since the pid
+// may already name another process.
+type killingProc struct {
+	procfs.Direct
+	cmd  *exec.Cmd
+	done bool
+}
+
+func (k *killingProc) Open(ctx context.Context, r procfs.Ref) (*os.File, error) {
+	f, err := k.Direct.Open(ctx, r)
+	if r.Item == procfs.Environ && !k.done {
+		k.done = true
+		_ = k.cmd.Process.Kill()
+		_ = k.cmd.Wait()
+	}
+	return f, err
+}
+
+func TestCollectDiscardsWhatOutlivedTheProcess(t *testing.T) {
+	needRoot(t)
+	cmd := exec.Command("/bin/sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	c := &Collector{Dir: t.TempDir(), Proc: &killingProc{cmd: cmd}}
+	dir, err := c.Collect(context.Background(), cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := readManifest(t, dir)
+	for _, f := range m.Files {
+		if f.Name == "environ" || f.Name == "exe" || f.Name == "fds.json" {
+			t.Errorf("%s kept although the process was gone when it was read", f.Name)
+		}
+	}
+	if len(m.Errors) == 0 || !strings.Contains(m.Errors[0], "environ: the process is gone, its pid may name another one now") {
+		t.Fatalf("errors %v, want environ discarded first", m.Errors)
 	}
 }
 

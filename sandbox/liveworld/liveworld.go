@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"path/filepath"
 
+	"github.com/jibril-rt/jibril/engine/procfs"
 	"github.com/jibril-rt/jibril/sandbox"
 	"github.com/jibril-rt/jibril/sandbox/evidence"
 	"github.com/jibril-rt/jibril/sandbox/fsguard"
@@ -57,7 +58,10 @@ type Config struct {
 	// resolver, besides the DNS answers observed. A process that has no DNS
 	// sensor (sandbox exec --live) needs it to block anything at once.
 	ResolveDomains bool
-	Log            *slog.Logger
+	// Proc reads for CollectEvidence what Landlock hides from a confined
+	// daemon (the /proc broker); nil reads /proc directly.
+	Proc procfs.ProcFS
+	Log  *slog.Logger
 }
 
 // Live is an assembled live world and what must be closed with it.
@@ -109,7 +113,7 @@ func Open(ctx context.Context, c Config) (*Live, error) {
 			Net:      nw,
 			Files:    sandbox.GuardedFiles{FS: root},
 			Store:    c.Store,
-			Evidence: &evidence.Collector{Dir: EvidenceDir(c.StateDir)},
+			Evidence: &evidence.Collector{Dir: EvidenceDir(c.StateDir), Proc: c.Proc},
 			TempRoot: TempRoot(c.StateDir),
 		},
 	}
