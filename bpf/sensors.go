@@ -44,8 +44,10 @@ type Config struct {
 	// by default they are ignored in the kernel to avoid feedback loops.
 	WatchSelf bool
 
-	// ChannelSize bounds each event channel; a full channel drops the
-	// event (counted in Stats) rather than stall the ring-buffer reader.
+	// ChannelSize bounds each event channel. A full channel holds its
+	// ring-buffer reader back: events wait in the ring (megabytes) instead,
+	// the kernel side never blocks, and what the ring cannot hold is
+	// counted there as lost.
 	ChannelSize int
 	// FlushInterval bounds how long a batched event waits in a ring before
 	// the reader polls it (default 20 ms).
@@ -151,7 +153,7 @@ var streamNames = [numStreams]string{"exec", "fork", "exit", "file", "net", "dns
 type StreamStats struct {
 	Received  uint64 // decoded from the ring buffer
 	Lost      uint64 // the kernel found the ring buffer full
-	Dropped   uint64 // the channel was full: the consumer is too slow
+	Dropped   uint64 // decoded while the sensors were closing: never delivered
 	Malformed uint64 // records (or DNS messages) that failed to decode
 	// Missed counts runs the kernel skipped because the program was already
 	// running on that CPU (preempted or interrupted): events never seen.
@@ -200,6 +202,7 @@ type Sensors struct {
 	prefixes  map[string]OpMask // the prefixes trie as written
 	closed    bool
 	closeOnce sync.Once
+	stop      chan struct{} // closed first by Close: releases readers waiting on a full channel
 }
 
 type streamProg struct {
@@ -224,6 +227,7 @@ func Open(ctx context.Context, cfg Config) (*Sensors, error) {
 	}
 	s := &Sensors{
 		cfg:      cfg,
+		stop:     make(chan struct{}),
 		exec:     make(chan ExecEvent, cfg.ChannelSize),
 		fork:     make(chan ForkEvent, cfg.ChannelSize),
 		exit:     make(chan ExitEvent, cfg.ChannelSize),
@@ -560,7 +564,7 @@ func (s *Sensors) startReader(m *ebpf.Map, handle func([]byte), realtime bool) e
 }
 
 // readLoop drains one ring. Batched producers do not wake it, so it also
-// wakes itself every FlushInterval; it never blocks on a consumer.
+// wakes itself every FlushInterval. A full channel holds it back (send).
 func (s *Sensors) readLoop(r *ringbuf.Reader, handle func([]byte), realtime bool, sched chan<- error) {
 	defer s.wg.Done()
 	if realtime {
@@ -593,11 +597,19 @@ func (s *Sensors) readLoop(r *ringbuf.Reader, handle func([]byte), realtime bool
 	}
 }
 
-func send[T any](ch chan T, ev T, c *streamCounters) {
+// send hands an event to its consumer, waiting while the channel is full:
+// a burst then backs up into the ring buffer, which holds far more than the
+// channel, rather than being dropped here. Only a closing Sensors drops.
+func send[T any](ch chan T, ev T, c *streamCounters, stop <-chan struct{}) {
 	c.received.Add(1)
 	select {
 	case ch <- ev:
+		return
 	default:
+	}
+	select {
+	case ch <- ev:
+	case <-stop:
 		c.dropped.Add(1)
 	}
 }
@@ -612,19 +624,19 @@ func (s *Sensors) handleProc(b []byte) {
 	switch kind {
 	case kindExec:
 		if e, err := decodeExec(b, wall); err == nil {
-			send(s.exec, e, &s.counters[streamExec])
+			send(s.exec, e, &s.counters[streamExec], s.stop)
 		} else {
 			s.counters[streamExec].malformed.Add(1)
 		}
 	case kindFork:
 		if e, err := decodeFork(b, wall); err == nil {
-			send(s.fork, e, &s.counters[streamFork])
+			send(s.fork, e, &s.counters[streamFork], s.stop)
 		} else {
 			s.counters[streamFork].malformed.Add(1)
 		}
 	case kindExit:
 		if e, err := decodeExit(b, wall); err == nil {
-			send(s.exit, e, &s.counters[streamExit])
+			send(s.exit, e, &s.counters[streamExit], s.stop)
 		} else {
 			s.counters[streamExit].malformed.Add(1)
 		}
@@ -642,7 +654,7 @@ func (s *Sensors) handleFile(b []byte) {
 	if !s.cfg.NoResolvePaths {
 		resolveFileEvent(&e)
 	}
-	send(s.file, e, &s.counters[streamFile])
+	send(s.file, e, &s.counters[streamFile], s.stop)
 }
 
 func (s *Sensors) handleNet(b []byte) {
@@ -651,7 +663,7 @@ func (s *Sensors) handleNet(b []byte) {
 		s.counters[streamNet].malformed.Add(1)
 		return
 	}
-	send(s.net, e, &s.counters[streamNet])
+	send(s.net, e, &s.counters[streamNet], s.stop)
 }
 
 func (s *Sensors) handleDNS(b []byte) {
@@ -660,7 +672,7 @@ func (s *Sensors) handleDNS(b []byte) {
 		s.counters[streamDNS].malformed.Add(1)
 		return
 	}
-	send(s.dns, e, &s.counters[streamDNS])
+	send(s.dns, e, &s.counters[streamDNS], s.stop)
 }
 
 // Exec, Fork, Exit, File, Net and DNS deliver the events of each stream.
@@ -753,6 +765,7 @@ func (s *Sensors) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
+		close(s.stop)
 		if err := closeLinks(s.links); err != nil {
 			errs = append(errs, err)
 		}
