@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -235,7 +236,7 @@ func delta(before, after map[string]float64) (R, L, D int64) {
 		int64(after[loadDet] - before[loadDet])
 }
 
-// floodUntil runs pairs of generators opening path until stop is closed or limit passes. It
+// floodUntil runs rounds of generators opening path until stop is closed or limit passes. It
 // runs on its own goroutine: failures are reported with Errorf, never Fatal.
 func floodUntil(t *testing.T, path string, stop <-chan struct{}, limit time.Duration) {
 	deadline := time.Now().Add(limit)
@@ -246,7 +247,9 @@ func floodUntil(t *testing.T, path string, stop <-chan struct{}, limit time.Dura
 		default:
 		}
 		var cmds []*exec.Cmd
-		for i := 0; i < 2; i++ {
+		// More producers than CPUs by far: the daemon's reader must fall behind a
+		// one-page ring (a full channel only holds the reader back).
+		for i := 0; i < 4*runtime.NumCPU(); i++ {
 			cmd := exec.Command(genBin, "-test.run=^$")
 			cmd.Env = append(os.Environ(), genEnv+"="+path, genCountEnv+"=20000")
 			cmd.Stdin = strings.NewReader("g")
@@ -278,14 +281,16 @@ func TestLossActions(t *testing.T) {
 			mkdirs(t, watched, recipesDir)
 			target := filepath.Join(watched, "target")
 			write(t, target, "x")
-			// The recipe puts the directory into the kernel filter; it fires on unlink only, so
-			// the flood of opens costs the daemon no detection, only ring and channel space.
+			// The recipe puts the directory and opens into the kernel filter, so the flood reaches
+			// the daemon; its regex matches nothing there, so the flood costs no detection, only
+			// ring space (a full channel holds the reader back, the one-page ring overflows).
 			write(t, filepath.Join(recipesDir, "loss.yaml"), fmt.Sprintf(`
 - kind: faults_loss
   name: faults_loss
   mechanism: file_access
-  file_actions: [unlink]
+  file_actions: [open]
   dir: %s
+  regex: 'no-such-file$'
 `, watched))
 			cfg := filepath.Join(root, "config.yaml")
 			write(t, cfg, `
