@@ -73,6 +73,7 @@ type Enricher struct {
 	now      func() time.Time
 	scenario event.Scenario
 	cgroups  *cgroupResolver
+	dirs     dirCache
 
 	mu    sync.Mutex
 	socks map[uint64]*sockState // TCP/UDP socket -> what is known of its flow
@@ -129,7 +130,7 @@ func (e *Enricher) Exec(ev bpf.ExecEvent) *event.Event {
 	pid := int32(ev.TGID)
 	executed := proctable.ExePath(ev, e.proc)
 	p := event.Process{PID: pid, PPID: int32(ev.PPID), UID: ev.UID, GID: ev.GID, Comm: ev.Comm,
-		Exe: loadedImage(e.proc, pid, executed, ev.Exe)}
+		Exe: e.loadedImage(pid, executed, ev.Exe)}
 	p.SetArgv(ev.Argv)
 	if ev.StartTime != 0 {
 		p.Start = event.Stamp(e.procs.WallTime(ev.StartTime))
@@ -177,13 +178,14 @@ func (e *Enricher) Exec(ev bpf.ExecEvent) *event.Event {
 // process as it is now, which may already be a later exec: the link is used only when it
 // still leads to the very file this event loaded (id, from the kernel); otherwise, and when the
 // process is gone, the executed path stands in.
-func loadedImage(proc procfs.ProcFS, pid int32, executed string, id bpf.FileID) string {
+func (e *Enricher) loadedImage(pid int32, executed string, id bpf.FileID) string {
 	if id.Ino == 0 {
 		return executed
 	}
-	if real, ok := sameImage(executed, id); ok {
+	if real, ok := e.dirs.sameImage(executed, id); ok {
 		return real
 	}
+	proc := e.proc
 	ctx, link := context.Background(), procfs.Ref{PID: pid, Item: procfs.Exe}
 	real, err := proc.Readlink(ctx, link)
 	if err != nil || !path.IsAbs(real) {
@@ -195,21 +197,66 @@ func loadedImage(proc procfs.ProcFS, pid int32, executed string, id bpf.FileID) 
 	return real
 }
 
+// dirCache remembers directories with their symbolic links resolved: an exec storm resolves
+// /usr/bin (or /bin) thousands of times a second. A stale entry cannot mislead sameImage, which
+// checks the file it finds under the resolved directory against the very id the kernel loaded.
+type dirCache struct {
+	mu   sync.Mutex
+	dirs map[string]string
+}
+
+// maxDirs bounds the cache; past it the cache starts over.
+const maxDirs = 1024
+
+func (c *dirCache) resolve(dir string) (string, error) {
+	c.mu.Lock()
+	real, ok := c.dirs[dir]
+	c.mu.Unlock()
+	if ok {
+		return real, nil
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	if c.dirs == nil || len(c.dirs) >= maxDirs {
+		c.dirs = map[string]string{}
+	}
+	c.dirs[dir] = real
+	c.mu.Unlock()
+	return real, nil
+}
+
 // sameImage resolves the executed path in our own mount namespace (every symbolic link, as
 // /proc/PID/exe would show it) and reports whether it names, now, a regular file with the very
 // id the kernel loaded: then that is the image, found without reading /proc (under Landlock
 // a /proc read is a round trip to the broker, twice per exec). A link swapped since, another
 // mount namespace, a deleted file: no match, and /proc decides.
-func sameImage(executed string, id bpf.FileID) (string, bool) {
+func (c *dirCache) sameImage(executed string, id bpf.FileID) (string, bool) {
 	if !path.IsAbs(executed) {
 		return "", false
 	}
-	real, err := filepath.EvalSymlinks(executed)
+	executed = path.Clean(executed)
+	dir, base := path.Split(executed)
+	if base == "" || base == ".." {
+		return "", false
+	}
+	rdir, err := c.resolve(dir)
 	if err != nil {
 		return "", false
 	}
+	real := filepath.Join(rdir, base)
 	var st unix.Stat_t
-	if unix.Lstat(real, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != id.Ino || st.Dev != id.Dev {
+	if unix.Lstat(real, &st) != nil {
+		return "", false
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK { // the file itself is a link: resolve it whole
+		if real, err = filepath.EvalSymlinks(real); err != nil || unix.Lstat(real, &st) != nil {
+			return "", false
+		}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != id.Ino || st.Dev != id.Dev {
 		return "", false
 	}
 	return real, true

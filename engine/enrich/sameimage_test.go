@@ -40,6 +40,7 @@ func TestSameImage(t *testing.T) {
 		return bpf.FileID{Dev: st.Dev, Ino: st.Ino}
 	}
 	id := idOf(img)
+	var c dirCache
 	for _, tc := range []struct {
 		name, executed string
 		id             bpf.FileID
@@ -55,12 +56,28 @@ func TestSameImage(t *testing.T) {
 		{"gone", filepath.Join(dir, "nothing"), id, "", false},
 		{"dangling link", filepath.Join(dir, "dangling"), id, "", false},
 		{"a directory", filepath.Join(dir, "usr"), idOf(filepath.Join(dir, "usr")), "", false},
+		{"the root", "/", idOf("/"), "", false},
+		{"dot-dot", filepath.Join(dir, "bin", ".."), idOf(filepath.Join(dir, "usr")), "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := sameImage(tc.executed, tc.id)
+			got, ok := c.sameImage(tc.executed, tc.id)
 			if got != tc.want || ok != tc.ok {
 				t.Fatalf("sameImage(%q) = %q, %v; want %q, %v", tc.executed, got, ok, tc.want, tc.ok)
 			}
 		})
+	}
+	// The cache knows bin -> usr/bin. Point bin elsewhere, at a directory holding another
+	// "tool": the cached answer leads to the loaded file still, and a file that is not the
+	// loaded one is never reported.
+	other2 := filepath.Join(dir, "other-bin")
+	must(os.MkdirAll(other2, 0o755))
+	must(os.WriteFile(filepath.Join(other2, "tool"), []byte("z"), 0o755))
+	must(os.Remove(filepath.Join(dir, "bin")))
+	must(os.Symlink(other2, filepath.Join(dir, "bin")))
+	if got, ok := c.sameImage(filepath.Join(dir, "bin", "tool"), id); ok && got != img {
+		t.Fatalf("after the link moved: %q, want the loaded image %q or no answer", got, img)
+	}
+	if got, ok := c.sameImage(filepath.Join(dir, "bin", "tool"), idOf(filepath.Join(other2, "tool"))); ok {
+		t.Fatalf("after the link moved, the cached directory answered %q for a file it does not hold", got)
 	}
 }
