@@ -23,6 +23,9 @@ import (
 // the event streams for long.
 const DefaultTimeout = 250 * time.Millisecond
 
+// StartTimeout bounds how long Spawn waits for the broker's first answer.
+const StartTimeout = 10 * time.Second
+
 // ErrBrokerGone is wrapped by every request made after the broker went away.
 var ErrBrokerGone = errors.New("procfs: the /proc broker is gone")
 
@@ -123,6 +126,16 @@ func Spawn(o SpawnOptions) (*Client, error) {
 		return nil, fmt.Errorf("proc broker: start %s: %w", o.Path, err)
 	}
 	c.proc = cmd.Process
+	// The first answer marks the broker ready: starting it (exec, runtime, confinement) can
+	// take far longer than a request's timeout on a loaded host. Any reply will do, a
+	// refusal included; no reply within StartTimeout and the broker is useless.
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	_, err = c.Readlink(ctx, Ref{PID: int32(cmd.Process.Pid), Item: Exe})
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrBrokerGone) {
+		c.Close()
+		return nil, fmt.Errorf("proc broker (pid %d) did not answer its first request within %s: %w", cmd.Process.Pid, StartTimeout, err)
+	}
 	return c, nil
 }
 
