@@ -203,6 +203,7 @@ type Sensors struct {
 	closed    bool
 	closeOnce sync.Once
 	stop      chan struct{} // closed first by Close: releases readers waiting on a full channel
+	flushing  chan struct{} // closed when flushLoop has returned (nil: never started)
 }
 
 type streamProg struct {
@@ -244,7 +245,33 @@ func Open(ctx context.Context, cfg Config) (*Sensors, error) {
 		s.Close()
 		return nil, err
 	}
+	s.flushing = make(chan struct{})
+	go s.flushLoop()
 	return s, nil
+}
+
+// flushLoop delivers the batched records: every FlushInterval it flushes the
+// readers whose ring holds data (a memory read, no system call), and refreshes
+// the wall clock. The readers otherwise sleep in epoll_wait until the kernel
+// wakes them, so an idle daemon makes no periodic system calls: each one after
+// an idle spell would wake the Go runtime's sysmon into 20 µs polling.
+func (s *Sensors) flushLoop() {
+	defer close(s.flushing)
+	t := time.NewTicker(s.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		s.clock.refresh()
+		for _, r := range s.readers {
+			if r.AvailableBytes() > 0 {
+				_ = r.Flush() // fails only once the reader is closed
+			}
+		}
+	}
 }
 
 func (s *Sensors) open(ctx context.Context) error {
@@ -563,8 +590,8 @@ func (s *Sensors) startReader(m *ebpf.Map, handle func([]byte), realtime bool) e
 	return nil
 }
 
-// readLoop drains one ring. Batched producers do not wake it, so it also
-// wakes itself every FlushInterval. A full channel holds it back (send).
+// readLoop drains one ring. Batched producers do not wake it: flushLoop does.
+// A full channel holds it back (send).
 func (s *Sensors) readLoop(r *ringbuf.Reader, handle func([]byte), realtime bool, sched chan<- error) {
 	defer s.wg.Done()
 	if realtime {
@@ -576,23 +603,22 @@ func (s *Sensors) readLoop(r *ringbuf.Reader, handle func([]byte), realtime bool
 			Priority: 1,
 		}, 0)
 	}
-	flush := s.cfg.FlushInterval
 	var rec ringbuf.Record
-	r.SetDeadline(time.Now().Add(flush))
 	for {
 		err := r.ReadInto(&rec)
 		switch {
 		case err == nil:
 			handle(rec.RawSample)
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			s.clock.refresh()
-			r.SetDeadline(time.Now().Add(flush))
+		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, os.ErrDeadlineExceeded):
 		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
 			return
 		default:
 			// Not expected from epoll; do not spin on a persistent error.
-			time.Sleep(flush)
-			r.SetDeadline(time.Now().Add(flush))
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(s.cfg.FlushInterval):
+			}
 		}
 	}
 }
@@ -766,6 +792,9 @@ func (s *Sensors) Close() error {
 		s.closed = true
 		s.mu.Unlock()
 		close(s.stop)
+		if s.flushing != nil {
+			<-s.flushing // before the readers close: it reads their rings
+		}
 		if err := closeLinks(s.links); err != nil {
 			errs = append(errs, err)
 		}
