@@ -373,7 +373,7 @@ const method = `
   every default sensor; C only switches crypto_miner_binary (the one recipe enforced out of the
   box) to dry-run, so that the daemon cannot kill other people's processes on a shared machine.
   Each round runs 2 000 fork+exec+wait of /bin/true from Go, then 150 000 open+close pairs on 64
-  files in /tmp (timed in batches of 1 000), once with the daemon running and once without; six
+  files in /tmp (timed in batches of 1 000), once with the daemon running and once without; fifteen
   rounds alternate which comes first. The wall-time overhead is the median of the rounds' ratios
   (a burst of other load in one round moves it less than the ratio of sums, which the note
   gives); the CPU-time overhead compares the CPU the storms themselves used (their thread, plus

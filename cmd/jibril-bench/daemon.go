@@ -21,7 +21,7 @@ import (
 )
 
 const (
-	stormRounds = 6      // with/without pairs, alternating which comes first
+	stormRounds = 15     // with/without pairs, alternating which comes first (rounds on this VM spread by ±15 %)
 	stormExecs  = 2000   // execs of /bin/true per round
 	stormOpens  = 150000 // open+close pairs per round
 	openBatch   = 1000   // opens timed together (one open is ~1 µs: too short to time alone)
