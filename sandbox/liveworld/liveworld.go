@@ -36,6 +36,15 @@ func DBPath(stateDir string) string { return filepath.Join(stateDir, DBFile) }
 // EvidenceDir is where CollectEvidence writes bundles.
 func EvidenceDir(stateDir string) string { return filepath.Join(stateDir, "evidence") }
 
+// files is the reactions' file access: the guarded root, with /proc/PID/{environ,maps}
+// read through proc when the daemon has one (its /proc broker under Landlock).
+func files(root *fsguard.FS, proc procfs.ProcFS) sandbox.Files {
+	if proc == nil {
+		return sandbox.GuardedFiles{FS: root}
+	}
+	return procFiles{GuardedFiles: sandbox.GuardedFiles{FS: root}, proc: proc}
+}
+
 // TempRoot is where CreateTempDir makes directories.
 func TempRoot(stateDir string) string { return filepath.Join(stateDir, "tmp") }
 
@@ -111,7 +120,7 @@ func Open(ctx context.Context, c Config) (*Live, error) {
 		World: sandbox.World{
 			Proc:     proc.NewLive(c.Floor),
 			Net:      nw,
-			Files:    sandbox.GuardedFiles{FS: root},
+			Files:    files(root, c.Proc),
 			Store:    c.Store,
 			Evidence: &evidence.Collector{Dir: EvidenceDir(c.StateDir), Proc: c.Proc},
 			TempRoot: TempRoot(c.StateDir),
