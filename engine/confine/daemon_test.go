@@ -84,7 +84,8 @@ func daemonChild() int {
 		err = errors.New("table not present")
 	}
 	p["nft_present"] = errName(err)
-	_, err = proc.NewLive(proc.Floor{}).Kill(ctx, proc.Target{PID: s.OtherPID})
+	// min_pid 2: pids wrap, the other user's process may have a low one.
+	_, err = proc.NewLive(proc.Floor{MinPID: 2}).Kill(ctx, proc.Target{PID: s.OtherPID})
 	p["pidfd_kill_other_user"] = errName(err)
 	var ids []int
 	links, err := sensors.CheckLinks()

@@ -231,7 +231,7 @@ func TestAncestry(t *testing.T) {
 func TestKill(t *testing.T) {
 	needRoot(t)
 	bin := copyBin(t, "/bin/sleep", "jibril-victim")
-	l := NewLive(Floor{})
+	l := NewLive(Floor{MinPID: testMinPID})
 	ctx := testCtx(t)
 
 	t.Run("current", func(t *testing.T) {
@@ -274,6 +274,10 @@ func TestKill(t *testing.T) {
 	})
 }
 
+// testMinPID is the floor's min_pid for the processes the tests start: pids wrap (pid_max is
+// 32768 on the CI machines), so a victim may well get a pid below DefaultMinPID.
+const testMinPID = 2
+
 func TestFloorCheck(t *testing.T) {
 	needRoot(t)
 	v := startVictim(t, copyBin(t, "/bin/sleep", "jibril-prot"), "60")
@@ -310,7 +314,7 @@ func TestFloorCheck(t *testing.T) {
 			}
 		})
 	}
-	if err := def.Check(v.target()); err != nil {
+	if err := NewLive(Floor{MinPID: testMinPID}).Check(v.target()); err != nil {
 		t.Fatalf("Check of an ordinary process = %v", err)
 	}
 	t.Run("kernel thread above min pid", func(t *testing.T) {
@@ -346,11 +350,11 @@ func TestFloorActuators(t *testing.T) {
 	v := startVictim(t, copyBin(t, "/bin/sleep", "jibril-keep"), "60")
 	ctx := testCtx(t)
 	floors := map[string]Floor{
-		"protected name":  {ProtectedNames: []string{"jibril-keep"}},
-		"the daemon":      {Self: v.pid},
-		"its parent":      {Parent: v.pid},
+		"protected name":  {MinPID: testMinPID, ProtectedNames: []string{"jibril-keep"}},
+		"the daemon":      {MinPID: testMinPID, Self: v.pid},
+		"its parent":      {MinPID: testMinPID, Parent: v.pid},
 		"below min pid":   {MinPID: v.pid + 1},
-		"another process": {ProtectedNames: []string{"sshd"}},
+		"another process": {MinPID: testMinPID, ProtectedNames: []string{"sshd"}},
 	}
 	actuators := map[string]func(*Live, context.Context, Target) (int, error){
 		"Kill": (*Live).Kill, "KillTree": (*Live).KillTree, "Freeze": (*Live).Freeze, "Thaw": (*Live).Thaw,
@@ -380,7 +384,7 @@ func TestFloorActuators(t *testing.T) {
 func TestFreezeThaw(t *testing.T) {
 	needRoot(t)
 	v := startVictim(t, copyBin(t, "/bin/sleep", "jibril-frz"), "60")
-	l := NewLive(Floor{})
+	l := NewLive(Floor{MinPID: testMinPID})
 	ctx := testCtx(t)
 	state := func() byte {
 		st, err := ReadStat(v.pid)
@@ -486,7 +490,7 @@ func TestChildrenListing(t *testing.T) {
 func TestKillTree(t *testing.T) {
 	needRoot(t)
 	ctx := testCtx(t)
-	l := NewLive(Floor{ProtectedNames: []string{"jibril-keeptree"}})
+	l := NewLive(Floor{MinPID: testMinPID, ProtectedNames: []string{"jibril-keeptree"}})
 	bin := copyBin(t, "/bin/sleep", "jibril-tree")
 
 	t.Run("all dead", func(t *testing.T) {
@@ -603,7 +607,7 @@ func TestKillTreeForking(t *testing.T) {
 		}
 	})
 	waitFor(t, "the loop to fork", func() bool { return len(ours()) >= 10 })
-	code, err := NewLive(Floor{}).KillTree(ctx, sh.target())
+	code, err := NewLive(Floor{MinPID: testMinPID}).KillTree(ctx, sh.target())
 	if code != 0 || err != nil {
 		t.Fatalf("KillTree = %d, %v", code, err)
 	}
