@@ -6,8 +6,6 @@ package tests
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +23,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/jibril-rt/jibril/tests/netns"
+	"github.com/jibril-rt/jibril/tests/testkit"
 )
 
 var jibrilBin string
@@ -63,22 +62,6 @@ func need(t *testing.T) {
 	}
 }
 
-func token(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
 // netpair is two network namespaces joined by a veth pair on 198.18.<n>.0/24 (RFC 2544):
 // A holds .1 and the daemon; B holds .2 and .9 and the servers.
 type netpair struct {
@@ -94,20 +77,20 @@ func newNetpair(t *testing.T, tok string) *netpair {
 	n := 100 + int(tok[0])%100
 	p := &netpair{a: "je2eA" + tok, b: "je2eB" + tok, n: n,
 		addrA: fmt.Sprintf("198.18.%d.1", n), addrB: fmt.Sprintf("198.18.%d.2", n), addrPeer: fmt.Sprintf("198.18.%d.9", n)}
-	run(t, "ip", "netns", "add", p.a)
+	testkit.Run(t, "ip", "netns", "add", p.a)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.a).Run() })
-	run(t, "ip", "netns", "add", p.b)
+	testkit.Run(t, "ip", "netns", "add", p.b)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.b).Run() })
 	va, vb := "jva"+tok, "jvb"+tok
-	run(t, "ip", "-n", p.a, "link", "add", va, "type", "veth", "peer", "name", vb, "netns", p.b)
-	run(t, "ip", "-n", p.a, "addr", "add", p.addrA+"/24", "dev", va)
-	run(t, "ip", "-n", p.b, "addr", "add", p.addrB+"/24", "dev", vb)
-	run(t, "ip", "-n", p.b, "addr", "add", p.addrPeer+"/24", "dev", vb)
+	testkit.Run(t, "ip", "-n", p.a, "link", "add", va, "type", "veth", "peer", "name", vb, "netns", p.b)
+	testkit.Run(t, "ip", "-n", p.a, "addr", "add", p.addrA+"/24", "dev", va)
+	testkit.Run(t, "ip", "-n", p.b, "addr", "add", p.addrB+"/24", "dev", vb)
+	testkit.Run(t, "ip", "-n", p.b, "addr", "add", p.addrPeer+"/24", "dev", vb)
 	for _, ns := range []string{p.a, p.b} {
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		testkit.Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	run(t, "ip", "-n", p.a, "link", "set", va, "up")
-	run(t, "ip", "-n", p.b, "link", "set", vb, "up")
+	testkit.Run(t, "ip", "-n", p.a, "link", "set", va, "up")
+	testkit.Run(t, "ip", "-n", p.b, "link", "set", vb, "up")
 	return p
 }
 
@@ -299,7 +282,7 @@ func (d *daemon) waitFrom(t *testing.T, seen int, recipe string, ok func(map[str
 		seen = len(d.events)
 		d.mu.Unlock()
 		for _, e := range evs {
-			if str(e, "metadata", "name") == recipe && (ok == nil || ok(e)) {
+			if testkit.Str(e, "metadata", "name") == recipe && (ok == nil || ok(e)) {
 				return e
 			}
 		}
@@ -317,33 +300,11 @@ func (d *daemon) count(recipe string, ok func(map[string]any) bool) int {
 	defer d.mu.Unlock()
 	n := 0
 	for _, e := range d.events {
-		if str(e, "metadata", "name") == recipe && (ok == nil || ok(e)) {
+		if testkit.Str(e, "metadata", "name") == recipe && (ok == nil || ok(e)) {
 			n++
 		}
 	}
 	return n
-}
-
-func field(m map[string]any, path ...string) any {
-	var v any = m
-	for _, p := range path {
-		mm, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = mm[p]
-	}
-	return v
-}
-
-func str(m map[string]any, path ...string) string {
-	s, _ := field(m, path...).(string)
-	return s
-}
-
-func num(m map[string]any, path ...string) int {
-	f, _ := field(m, path...).(float64)
-	return int(f)
 }
 
 func copyBinary(t *testing.T, src, dst string) {
@@ -357,18 +318,11 @@ func copyBinary(t *testing.T, src, dst string) {
 	}
 }
 
-func write(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestDaemonEndToEnd runs one daemon with a set of recipes scoped to this test's binaries,
 // directories and namespaces, and checks each kind of detection and reaction against it.
 func TestDaemonEndToEnd(t *testing.T) {
 	need(t)
-	tok := token(t)
+	tok := testkit.Token(t)
 	root := t.TempDir()
 	bin := filepath.Join(root, "bin")
 	watched := filepath.Join(root, "watched")
@@ -397,7 +351,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	copyBinary(t, "/usr/bin/touch", prevented)
 	copyBinary(t, "/usr/bin/touch", denied)
 
-	write(t, filepath.Join(recipesDir, "e2e.yaml"), fmt.Sprintf(`
+	testkit.Write(t, filepath.Join(recipesDir, "e2e.yaml"), fmt.Sprintf(`
 - kind: crypto_miner
   name: e2e_miner
   mechanism: execution
@@ -460,7 +414,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		"e2e_prevent_kill": "mode: enforce\n",
 		"e2e_prevent_deny": "mode: enforce\n",
 	} {
-		write(t, filepath.Join(recipesDir, name+".policy.yaml"), "recipe: "+name+"\n"+pol)
+		testkit.Write(t, filepath.Join(recipesDir, name+".policy.yaml"), "recipe: "+name+"\n"+pol)
 	}
 
 	// Servers in B: TCP on .9:8443, DNS on .2:53 answering the test domain with .9.
@@ -486,7 +440,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
 		}
 	}()
-	go serveDNS(dnsConn, domain, np.addrPeer)
+	go testkit.ServeDNS(dnsConn, domain, np.addrPeer)
 
 	d := startDaemon(t, np.a, recipesDir, state)
 
@@ -513,11 +467,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 		}
 		pid := cmd.Process.Pid
 		_ = cmd.Wait()
-		e := d.wait(t, "e2e_miner", func(e map[string]any) bool { return num(e, "process", "pid") == pid })
-		if str(e, "process", "exe") != miner || str(e, "event_type") != "execution" || str(e, "metadata", "kind") != "crypto_miner" {
-			t.Fatalf("process = %v", field(e, "process"))
+		e := d.wait(t, "e2e_miner", func(e map[string]any) bool { return testkit.Num(e, "process", "pid") == pid })
+		if testkit.Str(e, "process", "exe") != miner || testkit.Str(e, "event_type") != "execution" || testkit.Str(e, "metadata", "kind") != "crypto_miner" {
+			t.Fatalf("process = %v", testkit.Field(e, "process"))
 		}
-		anc, _ := field(e, "background", "ancestry").([]any)
+		anc, _ := testkit.Field(e, "background", "ancestry").([]any)
 		if len(anc) < 2 {
 			t.Fatalf("ancestry = %v", anc)
 		}
@@ -539,9 +493,9 @@ func TestDaemonEndToEnd(t *testing.T) {
 		}
 		pid := cmd.Process.Pid
 		_ = cmd.Wait()
-		e := d.wait(t, "e2e_miner", func(e map[string]any) bool { return num(e, "process", "pid") == pid })
-		if str(e, "process", "exe") != miner || str(e, "file", "file") != link {
-			t.Fatalf("process.exe %q file.file %q, want the image %s and the link %s", str(e, "process", "exe"), str(e, "file", "file"), miner, link)
+		e := d.wait(t, "e2e_miner", func(e map[string]any) bool { return testkit.Num(e, "process", "pid") == pid })
+		if testkit.Str(e, "process", "exe") != miner || testkit.Str(e, "file", "file") != link {
+			t.Fatalf("process.exe %q file.file %q, want the image %s and the link %s", testkit.Str(e, "process", "exe"), testkit.Str(e, "file", "file"), miner, link)
 		}
 	})
 
@@ -581,7 +535,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 				if err := json.Unmarshal(b, &m); err != nil {
 					t.Fatalf("REACTION_DATA is not JSON: %v", err)
 				}
-				if str(m, "metadata", "name") != "e2e_shell" || str(m, "process", "exe") != shelly {
+				if testkit.Str(m, "metadata", "name") != "e2e_shell" || testkit.Str(m, "process", "exe") != shelly {
 					t.Fatalf("REACTION_DATA = %s", b)
 				}
 				return
@@ -636,16 +590,16 @@ func TestDaemonEndToEnd(t *testing.T) {
 		f := filepath.Join(watched, "target.txt")
 		ofFile := func(action string) func(map[string]any) bool {
 			return func(e map[string]any) bool {
-				acts, _ := field(e, "file", "actions").([]any)
+				acts, _ := testkit.Field(e, "file", "actions").([]any)
 				for _, a := range acts {
-					if a == action && str(e, "file", "file") == f {
+					if a == action && testkit.Str(e, "file", "file") == f {
 						return true
 					}
 				}
 				return false
 			}
 		}
-		write(t, f, "one")
+		testkit.Write(t, f, "one")
 		d.wait(t, "e2e_files", ofFile("create"))
 		before := d.count("e2e_files", nil)
 		at := d.mark()
@@ -659,7 +613,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		_, _ = fh.WriteString("two")
 		fh.Close()
 		e := d.waitFrom(t, at, "e2e_files", ofFile("write"))
-		if acts := fmt.Sprint(field(e, "file", "actions")); strings.Contains(acts, "create") {
+		if acts := fmt.Sprint(testkit.Field(e, "file", "actions")); strings.Contains(acts, "create") {
 			t.Fatalf("append reported as %s", acts)
 		}
 		if got := d.count("e2e_files", nil); got != before+1 {
@@ -669,8 +623,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		e = d.wait(t, "e2e_files", ofFile("unlink"))
-		if num(e, "process", "pid") != os.Getpid() {
-			t.Fatalf("unlink by pid %d, want the test %d", num(e, "process", "pid"), os.Getpid())
+		if testkit.Num(e, "process", "pid") != os.Getpid() {
+			t.Fatalf("unlink by pid %d, want the test %d", testkit.Num(e, "process", "pid"), os.Getpid())
 		}
 	})
 
@@ -679,9 +633,9 @@ func TestDaemonEndToEnd(t *testing.T) {
 		// process's cwd, which Landlock hides from it: it asks its broker.
 		rel := "rel-" + tok + ".txt"
 		sh := liveShell(t, watched, "echo x > "+rel)
-		e := d.wait(t, "e2e_files", func(e map[string]any) bool { return str(e, "file", "file") == filepath.Join(watched, rel) })
-		if num(e, "process", "pid") != sh.Process.Pid {
-			t.Fatalf("pid %d, want the shell %d", num(e, "process", "pid"), sh.Process.Pid)
+		e := d.wait(t, "e2e_files", func(e map[string]any) bool { return testkit.Str(e, "file", "file") == filepath.Join(watched, rel) })
+		if testkit.Num(e, "process", "pid") != sh.Process.Pid {
+			t.Fatalf("pid %d, want the shell %d", testkit.Num(e, "process", "pid"), sh.Process.Pid)
 		}
 		// A relative exec: file.file from the cwd, process.exe from /proc/PID/exe.
 		cmd := exec.Command("./"+filepath.Base(miner), "0.2")
@@ -689,9 +643,9 @@ func TestDaemonEndToEnd(t *testing.T) {
 		if err := cmd.Run(); err != nil {
 			t.Fatal(err)
 		}
-		e = d.wait(t, "e2e_miner", func(e map[string]any) bool { return num(e, "process", "pid") == cmd.Process.Pid })
-		if str(e, "process", "exe") != miner || str(e, "file", "file") != miner {
-			t.Fatalf("process.exe %q file.file %q, want %s", str(e, "process", "exe"), str(e, "file", "file"), miner)
+		e = d.wait(t, "e2e_miner", func(e map[string]any) bool { return testkit.Num(e, "process", "pid") == cmd.Process.Pid })
+		if testkit.Str(e, "process", "exe") != miner || testkit.Str(e, "file", "file") != miner {
+			t.Fatalf("process.exe %q file.file %q, want %s", testkit.Str(e, "process", "exe"), testkit.Str(e, "file", "file"), miner)
 		}
 	})
 
@@ -709,11 +663,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		e := d.wait(t, "e2e_flow", nil)
-		if str(e, "flow", "remote", "address") != np.addrPeer || num(e, "flow", "remote", "port") != 8443 {
-			t.Fatalf("flow = %v", field(e, "flow"))
+		if testkit.Str(e, "flow", "remote", "address") != np.addrPeer || testkit.Num(e, "flow", "remote", "port") != 8443 {
+			t.Fatalf("flow = %v", testkit.Field(e, "flow"))
 		}
-		if str(e, "flow", "proto") != "tcp" || str(e, "flow", "phase", "direction") != "outgoing" {
-			t.Fatalf("flow = %v (local %s)", field(e, "flow"), local)
+		if testkit.Str(e, "flow", "proto") != "tcp" || testkit.Str(e, "flow", "phase", "direction") != "outgoing" {
+			t.Fatalf("flow = %v (local %s)", testkit.Field(e, "flow"), local)
 		}
 	})
 
@@ -734,13 +688,13 @@ func TestDaemonEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		e := d.wait(t, "e2e_domain", nil)
-		names, _ := field(e, "flow", "remote", "names").([]any)
+		names, _ := testkit.Field(e, "flow", "remote", "names").([]any)
 		found := false
 		for _, n := range names {
 			found = found || n == domain
 		}
-		if !found || str(e, "flow", "remote", "address") != np.addrPeer {
-			t.Fatalf("flow.remote = %v, want names with %s", field(e, "flow", "remote"), domain)
+		if !found || testkit.Str(e, "flow", "remote", "address") != np.addrPeer {
+			t.Fatalf("flow.remote = %v, want names with %s", testkit.Field(e, "flow", "remote"), domain)
 		}
 	})
 
@@ -764,9 +718,9 @@ func TestDaemonEndToEnd(t *testing.T) {
 		rel := "after-" + tok + ".txt"
 		liveShell(t, watched, "echo x > "+rel+"; echo y > "+filepath.Join(watched, "abs-"+tok+".txt"))
 		d.wait(t, "e2e_files", func(e map[string]any) bool {
-			return str(e, "file", "file") == filepath.Join(watched, "abs-"+tok+".txt")
+			return testkit.Str(e, "file", "file") == filepath.Join(watched, "abs-"+tok+".txt")
 		})
-		if n := d.count("e2e_files", func(e map[string]any) bool { return strings.Contains(str(e, "file", "file"), rel) }); n != 0 {
+		if n := d.count("e2e_files", func(e map[string]any) bool { return strings.Contains(testkit.Str(e, "file", "file"), rel) }); n != 0 {
 			t.Fatalf("%d detections of %s without a broker: its path was resolved", n, rel)
 		}
 	})
@@ -792,41 +746,6 @@ func replaceAndRetry(t *testing.T, path, marker, what string, stopped func(error
 		}
 		_ = os.Remove(marker)
 		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// serveDNS answers A queries for name with addr, and anything else with NXDOMAIN.
-func serveDNS(c net.PacketConn, name, addr string) {
-	buf := make([]byte, 512)
-	ip := net.ParseIP(addr).To4()
-	for {
-		n, from, err := c.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		var p dnsmessage.Parser
-		h, err := p.Start(buf[:n])
-		if err != nil {
-			continue
-		}
-		q, err := p.Question()
-		if err != nil {
-			continue
-		}
-		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true})
-		b.EnableCompression()
-		_ = b.StartQuestions()
-		_ = b.Question(q)
-		_ = b.StartAnswers()
-		if strings.TrimSuffix(q.Name.String(), ".") == name && q.Type == dnsmessage.TypeA {
-			_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 300},
-				dnsmessage.AResource{A: [4]byte(ip)})
-		}
-		out, err := b.Finish()
-		if err != nil {
-			continue
-		}
-		_, _ = c.WriteTo(out, from)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/jibril-rt/jibril/tests/testkit"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,7 +23,7 @@ import (
 // binary's own processes, enforce the same reaction code with the same policies.
 func TestDownloadAndExecute(t *testing.T) {
 	need(t, "curl", "sh", "chmod")
-	tok := token(t)
+	tok := testkit.Token(t)
 	p := newNetpair(t, tok)
 	payload, err := os.ReadFile("/bin/sleep")
 	if err != nil {
@@ -69,13 +70,13 @@ func TestDownloadAndExecute(t *testing.T) {
 			a.killed(t)
 			// The exec of the payload replaced the shell: same pid, exe = the dropped file.
 			isPayload := func(e map[string]any) bool {
-				return num(e, "process", "pid") == a.pid() && str(e, "process", "exe") == dst && str(e, "event_type") == "execution"
+				return testkit.Num(e, "process", "pid") == a.pid() && testkit.Str(e, "process", "exe") == dst && testkit.Str(e, "event_type") == "execution"
 			}
 			// The built-in recipes saw it.
 			d.waitEvent(t, "dropper_write_then_exec", isPayload)
 			d.waitEvent(t, "exec_from_temp_dir", isPayload)
 			e := d.waitEvent(t, dropper, isPayload)
-			uuid := str(e, "uuid")
+			uuid := testkit.Str(e, "uuid")
 			// Correlated with curl's write or, when the exec was handled before the write was
 			// reported (separate event streams), with the file's modification time. The writer
 			// is curl, but the process table may not have seen curl's exec when the write is
@@ -87,20 +88,20 @@ func TestDownloadAndExecute(t *testing.T) {
 				// /tmp is hashed and remembered, not killed: the kill is the dropper recipe's.
 				kill = d.waitAuditRow(t, dropper, uuid, "KillCurrent")
 				requireKill(t, kill)
-				d.waitLog(t, tempDir, str(tmp, "uuid"), "sha256 "+hex.EncodeToString(sum[:]))
+				d.waitLog(t, tempDir, testkit.Str(tmp, "uuid"), "sha256 "+hex.EncodeToString(sum[:]))
 				if got := d.storeGet(t, tempDir, "sha256:"+hex.EncodeToString(sum[:])); got != dst {
 					t.Fatalf("%s remembered the hash as %q, want %s", tempDir, got, dst)
 				}
 			} else {
 				// Both recipes kill what runs from /dev/shm, in parallel: one of them did.
-				d.waitLog(t, tempDir, str(tmp, "uuid"), dst+" executed from shared memory")
+				d.waitLog(t, tempDir, testkit.Str(tmp, "uuid"), dst+" executed from shared memory")
 				kill = d.waitDone(t, a.pid(), "KillCurrent", dropper, tempDir)
 			}
 			if s := a.survivors(t); len(s) > 0 {
 				t.Fatalf("the payload survived: %v", s)
 			}
 			// From the payload's exec (the event's time stamp) to its death observed by wait.
-			exec, err := time.Parse(time.RFC3339Nano, str(e, "timestamp"))
+			exec, err := time.Parse(time.RFC3339Nano, testkit.Str(e, "timestamp"))
 			if err != nil {
 				t.Fatalf("event timestamp: %v", err)
 			}

@@ -16,8 +16,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jibril-rt/jibril/tests/netns"
+	"github.com/jibril-rt/jibril/tests/testkit"
 )
 
 var (
@@ -99,24 +98,6 @@ func need(t *testing.T, tools ...string) {
 	}
 }
 
-func token(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // netpair is two network namespaces joined by a veth pair on 198.18.<n>.0/24 (RFC 2544):
 // A (.1) is the guarded host, where the daemon and the attack tools run; B (.2 and the peers
 // .9 to .11) plays the attacker's servers and the scan targets.
@@ -135,21 +116,21 @@ func newNetpair(t *testing.T, tok string) *netpair {
 	n := 20 + int(tok[0]+tok[1])%200
 	p := &netpair{a: "jatkA" + tok, b: "jatkB" + tok, va: "jka" + tok, vb: "jkb" + tok, n: n,
 		addrA: fmt.Sprintf("198.18.%d.1", n), addrB: fmt.Sprintf("198.18.%d.2", n)}
-	run(t, "ip", "netns", "add", p.a)
+	testkit.Run(t, "ip", "netns", "add", p.a)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.a).Run() })
-	run(t, "ip", "netns", "add", p.b)
+	testkit.Run(t, "ip", "netns", "add", p.b)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.b).Run() })
-	run(t, "ip", "-n", p.a, "link", "add", p.va, "type", "veth", "peer", "name", p.vb, "netns", p.b)
-	run(t, "ip", "-n", p.a, "addr", "add", p.addrA+"/24", "dev", p.va)
-	run(t, "ip", "-n", p.b, "addr", "add", p.addrB+"/24", "dev", p.vb)
+	testkit.Run(t, "ip", "-n", p.a, "link", "add", p.va, "type", "veth", "peer", "name", p.vb, "netns", p.b)
+	testkit.Run(t, "ip", "-n", p.a, "addr", "add", p.addrA+"/24", "dev", p.va)
+	testkit.Run(t, "ip", "-n", p.b, "addr", "add", p.addrB+"/24", "dev", p.vb)
 	for i := 9; i <= 11; i++ {
-		run(t, "ip", "-n", p.b, "addr", "add", p.peer(i)+"/24", "dev", p.vb)
+		testkit.Run(t, "ip", "-n", p.b, "addr", "add", p.peer(i)+"/24", "dev", p.vb)
 	}
 	for _, ns := range []string{p.a, p.b} {
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		testkit.Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	run(t, "ip", "-n", p.a, "link", "set", p.va, "up")
-	run(t, "ip", "-n", p.b, "link", "set", p.vb, "up")
+	testkit.Run(t, "ip", "-n", p.a, "link", "set", p.va, "up")
+	testkit.Run(t, "ip", "-n", p.b, "link", "set", p.vb, "up")
 	return p
 }
 
@@ -164,8 +145,8 @@ func (p *netpair) unique(t *testing.T, tok string) string {
 		t.Fatal(err)
 	}
 	ip := fmt.Sprintf("198.19.%d.%d", (n>>8)%254+1, n%254+1)
-	run(t, "ip", "-n", p.b, "addr", "add", ip+"/32", "dev", p.vb)
-	run(t, "ip", "-n", p.a, "route", "add", ip+"/32", "dev", p.va)
+	testkit.Run(t, "ip", "-n", p.b, "addr", "add", ip+"/32", "dev", p.vb)
+	testkit.Run(t, "ip", "-n", p.a, "route", "add", ip+"/32", "dev", p.va)
 	return ip
 }
 
@@ -288,7 +269,7 @@ func requireDroppedFrom(t *testing.T, p *netpair, ip string, ln net.Listener) {
 // nftBlocked reports whether ip is an element of the daemon's block set in namespace A.
 func nftBlocked(t *testing.T, p *netpair, ip string) bool {
 	t.Helper()
-	out := run(t, "ip", "netns", "exec", p.a, "nft", "list", "set", "inet", "jibril", "block4")
+	out := testkit.Run(t, "ip", "netns", "exec", p.a, "nft", "list", "set", "inet", "jibril", "block4")
 	return strings.Contains(out, ip+" ") || strings.Contains(out, ip+",") || strings.Contains(out, ip+"}")
 }
 
@@ -528,7 +509,7 @@ func (d *daemon) waitEvent(t *testing.T, recipe string, ok func(map[string]any) 
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		for _, e := range d.events {
-			if str(e, "metadata", "name") == recipe && (ok == nil || ok(e)) {
+			if testkit.Str(e, "metadata", "name") == recipe && (ok == nil || ok(e)) {
 				return e, true
 			}
 		}
@@ -582,7 +563,7 @@ func (d *daemon) poll(timeout time.Duration, try func() (map[string]any, bool)) 
 
 // ofPID selects events of one process.
 func ofPID(pid int) func(map[string]any) bool {
-	return func(e map[string]any) bool { return num(e, "process", "pid") == pid }
+	return func(e map[string]any) bool { return testkit.Num(e, "process", "pid") == pid }
 }
 
 // auditRow is one row of `jibril audit list --json`.
@@ -720,8 +701,8 @@ func (d *daemon) waitDone(t *testing.T, pid int, helper string, recipes ...strin
 			uuids := map[string]bool{}
 			d.mu.Lock()
 			for _, e := range d.events {
-				if str(e, "metadata", "name") == recipe && num(e, "process", "pid") == pid {
-					uuids[str(e, "uuid")] = true
+				if testkit.Str(e, "metadata", "name") == recipe && testkit.Num(e, "process", "pid") == pid {
+					uuids[testkit.Str(e, "uuid")] = true
 				}
 			}
 			d.mu.Unlock()
@@ -812,28 +793,6 @@ func (d *daemon) evidence(t *testing.T, row auditRow) (string, map[string]any) {
 		t.Fatalf("evidence manifest: %v", err)
 	}
 	return dir, m
-}
-
-func field(m map[string]any, path ...string) any {
-	var v any = m
-	for _, p := range path {
-		mm, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = mm[p]
-	}
-	return v
-}
-
-func str(m map[string]any, path ...string) string {
-	s, _ := field(m, path...).(string)
-	return s
-}
-
-func num(m map[string]any, path ...string) int {
-	f, _ := field(m, path...).(float64)
-	return int(f)
 }
 
 // attack is one process the test started (a tool, a shell, a payload), in its own process

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
+	"github.com/jibril-rt/jibril/tests/testkit"
 )
 
 // servePool is a stand-in stratum pool: it answers xmrig's `login` and stratum v1's
@@ -64,46 +64,6 @@ func servePool(ln net.Listener, seen chan<- string) {
 	}
 }
 
-// serveDNS answers A queries for name with addr, and anything else with NXDOMAIN.
-func serveDNS(c net.PacketConn, name, addr string) {
-	buf := make([]byte, 512)
-	ip := net.ParseIP(addr).To4()
-	for {
-		n, from, err := c.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		var p dnsmessage.Parser
-		h, err := p.Start(buf[:n])
-		if err != nil {
-			continue
-		}
-		q, err := p.Question()
-		if err != nil {
-			continue
-		}
-		found := strings.EqualFold(strings.TrimSuffix(q.Name.String(), "."), name)
-		hdr := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true}
-		if !found {
-			hdr.RCode = dnsmessage.RCodeNameError
-		}
-		b := dnsmessage.NewBuilder(nil, hdr)
-		b.EnableCompression()
-		_ = b.StartQuestions()
-		_ = b.Question(q)
-		_ = b.StartAnswers()
-		if found && q.Type == dnsmessage.TypeA {
-			_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 300},
-				dnsmessage.AResource{A: [4]byte(ip)})
-		}
-		out, err := b.Finish()
-		if err != nil {
-			continue
-		}
-		_, _ = c.WriteTo(out, from)
-	}
-}
-
 func sha256File(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -121,7 +81,7 @@ func sha256File(t *testing.T, path string) string {
 // crypto_miner_stratum_args (a renamed miner given a stratum URL: evidence, kill, summary).
 func TestCryptoMiner(t *testing.T) {
 	need(t, "sh")
-	tok := token(t)
+	tok := testkit.Token(t)
 	p := newNetpair(t, tok)
 	seen := make(chan string, 64)
 	poolIP := p.unique(t, tok) // the pool reached by name
@@ -138,7 +98,7 @@ func TestCryptoMiner(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dnsConn.Close() })
-	go serveDNS(dnsConn, domain, poolIP)
+	go testkit.ServeDNS(dnsConn, domain, poolIP)
 	d := startDaemon(t, p, daemonOpts{modes: map[string]string{"crypto_miner_binary": "enforce",
 		"crypto_mining_pool_domain": "enforce", "crypto_miner_stratum_args": "enforce"}})
 	// The miners' files live outside the temporary directories: what a jibril with the
@@ -172,10 +132,10 @@ func TestCryptoMiner(t *testing.T) {
 		a := startIn(t, p.a, xmrig, "-o", p.peer(9)+":3333", "-u", "wallet-"+tok, "-p", "x")
 		contain := a.killed(t)
 		e := d.waitEvent(t, recipe, ofPID(a.pid()))
-		if str(e, "process", "exe") != xmrig {
-			t.Fatalf("detected process = %v", field(e, "process"))
+		if testkit.Str(e, "process", "exe") != xmrig {
+			t.Fatalf("detected process = %v", testkit.Field(e, "process"))
 		}
-		uuid := str(e, "uuid")
+		uuid := testkit.Str(e, "uuid")
 		recordTime(t, "attack_crypto_miner_contain_ms", contain)
 		// crypto_miner_binary ships in enforce: any other jibril on the host kills a process
 		// named xmrig too, and may get there first. Then ours finds it gone.
@@ -218,14 +178,14 @@ func TestCryptoMiner(t *testing.T) {
 		a := startIn(t, p.a, miner, "--config", cfg)
 		a.killed(t)
 		e := d.waitEvent(t, recipe, ofPID(a.pid()))
-		if str(e, "process", "exe") != miner || str(e, "flow", "remote", "address") != poolIP {
-			t.Fatalf("detected process %v flow %v", field(e, "process"), field(e, "flow"))
+		if testkit.Str(e, "process", "exe") != miner || testkit.Str(e, "flow", "remote", "address") != poolIP {
+			t.Fatalf("detected process %v flow %v", testkit.Field(e, "process"), testkit.Field(e, "flow"))
 		}
-		names := fmt.Sprint(field(e, "flow", "remote", "names"), " ", str(e, "flow", "remote", "name"))
+		names := fmt.Sprint(testkit.Field(e, "flow", "remote", "names"), " ", testkit.Str(e, "flow", "remote", "name"))
 		if !strings.Contains(names, domain) {
-			t.Fatalf("flow.remote = %v, want the pool's name %s", field(e, "flow", "remote"), domain)
+			t.Fatalf("flow.remote = %v, want the pool's name %s", testkit.Field(e, "flow", "remote"), domain)
 		}
-		uuid := str(e, "uuid")
+		uuid := testkit.Str(e, "uuid")
 		// 1 is "already blocked": the connection may be reported more than once, and the
 		// reactions of those events run in parallel.
 		if row := d.waitAudit(t, recipe, uuid, "NetBlockDomain"); compact(t, row.Args) != `["`+domain+`"]` || (string(row.Result) != "0" && string(row.Result) != "1") {
@@ -248,7 +208,7 @@ func TestCryptoMiner(t *testing.T) {
 		requireDroppedFrom(t, p, poolIP, inbound)
 		// From the connection (the event's time stamp; the miner paused before it) to the
 		// miner's death observed by wait, and to the block.
-		conn, err := time.Parse(time.RFC3339Nano, str(e, "timestamp"))
+		conn, err := time.Parse(time.RFC3339Nano, testkit.Str(e, "timestamp"))
 		if err != nil {
 			t.Fatalf("event timestamp: %v", err)
 		}
@@ -266,10 +226,10 @@ func TestCryptoMiner(t *testing.T) {
 		a := startEnv(t, p.a, []string{"MINER_ARGS=-o " + url + " -u wallet-" + tok + " -p x"}, "sh", "-c", `exec "$0" $MINER_ARGS`, miner)
 		contain := a.killed(t)
 		e := d.waitEvent(t, recipe, ofPID(a.pid()))
-		if str(e, "process", "exe") != miner {
-			t.Fatalf("detected process = %v", field(e, "process"))
+		if testkit.Str(e, "process", "exe") != miner {
+			t.Fatalf("detected process = %v", testkit.Field(e, "process"))
 		}
-		uuid := str(e, "uuid")
+		uuid := testkit.Str(e, "uuid")
 		ev := d.waitAudit(t, recipe, uuid, "CollectEvidence")
 		bundle, m := d.evidence(t, ev)
 		if int(m["pid"].(float64)) != a.pid() || m["exe_sha256"] != minerSum {

@@ -3,6 +3,7 @@ package attack
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/jibril-rt/jibril/tests/testkit"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,7 +17,7 @@ import (
 func TestSetuidShell(t *testing.T) {
 	need(t, "sh", "chmod", "sleep")
 	const recipe = "setuid_bit_set"
-	p := newNetpair(t, token(t))
+	p := newNetpair(t, testkit.Token(t))
 	d := startDaemon(t, p, daemonOpts{modes: map[string]string{recipe: "enforce"}})
 	dir := t.TempDir() // 0700: the setuid copies are reachable by root only
 	cases := []struct {
@@ -33,11 +34,11 @@ func TestSetuidShell(t *testing.T) {
 			copyFile(t, "/bin/sh", target, 0o755)
 			// The intruder's shell stays a while after chmod, as a session would.
 			a := startIn(t, p.a, "sh", "-c", "chmod "+c.mode+" "+target+" && sleep 30 && true")
-			e := d.waitEvent(t, recipe, func(e map[string]any) bool { return num(e, "process", "ppid") == a.pid() })
-			if argv := fmt.Sprint(field(e, "process", "argv")); !strings.Contains(argv, c.mode) || !strings.Contains(argv, target) {
+			e := d.waitEvent(t, recipe, func(e map[string]any) bool { return testkit.Num(e, "process", "ppid") == a.pid() })
+			if argv := fmt.Sprint(testkit.Field(e, "process", "argv")); !strings.Contains(argv, c.mode) || !strings.Contains(argv, target) {
 				t.Fatalf("detected chmod argv = %s", argv)
 			}
-			uuid := str(e, "uuid")
+			uuid := testkit.Str(e, "uuid")
 			d.waitLog(t, recipe, uuid, "setuid/setgid mode "+c.mode+" set on "+target+" by uid 0")
 			ev := d.waitAudit(t, recipe, uuid, "CollectEvidence")
 			if want := `["` + strconv.Itoa(a.pid()) + `"]`; compact(t, ev.Args) != want {
@@ -61,7 +62,7 @@ func TestSetuidShell(t *testing.T) {
 // directories, with the built-in reaction code and policy unchanged.
 func TestSudoersAndAuthorizedKeys(t *testing.T) {
 	need(t, "sh", "sleep", "setpriv")
-	tok := token(t)
+	tok := testkit.Token(t)
 	p := newNetpair(t, tok)
 	root, err := os.MkdirTemp("", "jibril-attack-files-")
 	if err != nil {
@@ -100,9 +101,9 @@ func TestSudoersAndAuthorizedKeys(t *testing.T) {
 		target := filepath.Join(sudoersD, "90-intruder")
 		a := startIn(t, p.a, "sh", "-c", "echo 'intruder ALL=(ALL) NOPASSWD: ALL' > "+target+"; sleep 30")
 		e := d.waitEvent(t, sudoers, func(e map[string]any) bool {
-			return num(e, "process", "pid") == a.pid() && str(e, "file", "file") == target
+			return testkit.Num(e, "process", "pid") == a.pid() && testkit.Str(e, "file", "file") == target
 		})
-		uuid := str(e, "uuid")
+		uuid := testkit.Str(e, "uuid")
 		fr := d.waitAudit(t, sudoers, uuid, "Freeze")
 		if string(fr.Result) != "0" {
 			t.Fatalf("Freeze returned %s, want 0", fr.Result)
@@ -151,12 +152,12 @@ func TestSudoersAndAuthorizedKeys(t *testing.T) {
 			"sh", "-c", "echo '"+key+"' >> "+target+"; sleep 30")
 		contain := a.killed(t)
 		e := d.waitEvent(t, keys, func(e map[string]any) bool {
-			return num(e, "process", "pid") == a.pid() && str(e, "file", "file") == target
+			return testkit.Num(e, "process", "pid") == a.pid() && testkit.Str(e, "file", "file") == target
 		})
-		if num(e, "process", "uid") != 33 {
-			t.Fatalf("writer uid %d, want 33", num(e, "process", "uid"))
+		if testkit.Num(e, "process", "uid") != 33 {
+			t.Fatalf("writer uid %d, want 33", testkit.Num(e, "process", "uid"))
 		}
-		uuid := str(e, "uuid")
+		uuid := testkit.Str(e, "uuid")
 		d.waitLog(t, keys, uuid, "key planted by a service")
 		if row := d.waitAudit(t, keys, uuid, "KillCurrent"); string(row.Result) != "0" {
 			t.Fatalf("KillCurrent returned %s, want 0", row.Result)
@@ -168,9 +169,9 @@ func TestSudoersAndAuthorizedKeys(t *testing.T) {
 		target := filepath.Join(rootSSH, "authorized_keys")
 		a := startIn(t, p.a, "sh", "-c", "echo '"+key+"' >> "+target+"; sleep 30")
 		e := d.waitEvent(t, keys, func(e map[string]any) bool {
-			return num(e, "process", "pid") == a.pid() && str(e, "file", "file") == target
+			return testkit.Num(e, "process", "pid") == a.pid() && testkit.Str(e, "file", "file") == target
 		})
-		uuid := str(e, "uuid")
+		uuid := testkit.Str(e, "uuid")
 		d.waitLog(t, keys, uuid, "check the new key")
 		d.waitLog(t, keys, uuid, "reaction done")
 		out, err := d.cli(t, "audit", "list", "--json", "--recipe", keys)

@@ -2,6 +2,7 @@ package attack
 
 import (
 	"encoding/json"
+	"github.com/jibril-rt/jibril/tests/testkit"
 	"io"
 	"net"
 	"strconv"
@@ -33,7 +34,7 @@ func acceptAll(ln net.Listener) {
 func TestPortScan(t *testing.T) {
 	need(t, "nmap", "masscan", "hping3", "setpriv")
 	const recipe = "network_scanner_execution"
-	tok := token(t)
+	tok := testkit.Token(t)
 	p := newNetpair(t, tok)
 	n, _ := strconv.ParseUint(tok, 16, 32)
 	uid := strconv.Itoa(40000 + int(n%20000))
@@ -49,8 +50,8 @@ func TestPortScan(t *testing.T) {
 	detect := func(a *attack, exe string) map[string]any {
 		t.Helper()
 		e := d.waitEvent(t, recipe, ofPID(a.pid()))
-		if str(e, "process", "exe") != exe || str(e, "event_type") != "execution" || strconv.Itoa(num(e, "process", "uid")) != uid {
-			t.Fatalf("%s detected as %v", a.name, field(e, "process"))
+		if testkit.Str(e, "process", "exe") != exe || testkit.Str(e, "event_type") != "execution" || strconv.Itoa(testkit.Num(e, "process", "uid")) != uid {
+			t.Fatalf("%s detected as %v", a.name, testkit.Field(e, "process"))
 		}
 		return e
 	}
@@ -58,7 +59,7 @@ func TestPortScan(t *testing.T) {
 	// Strike 1: an nmap connect scan of three ports is warned about and runs to its end.
 	nmap1 := startIn(t, p.a, asUser("nmap", "-n", "-Pn", "-sT", "-p", "22,80,8080", target)...)
 	e1 := detect(nmap1, "/usr/bin/nmap")
-	d.waitLog(t, recipe, str(e1, "uuid"), "strike 1 of 3 within 1h, warning only")
+	d.waitLog(t, recipe, testkit.Str(e1, "uuid"), "strike 1 of 3 within 1h, warning only")
 	if err := nmap1.exited(t, 30*time.Second); err != nil {
 		t.Fatalf("strike 1 (nmap) ended with %v, want a normal exit: it must only be warned about\n%s", err, nmap1.out)
 	}
@@ -73,7 +74,7 @@ func TestPortScan(t *testing.T) {
 	}
 	mass1 := startIn(t, p.a, masscanArgs("80,8080", "1000")...)
 	e2 := detect(mass1, "/usr/bin/masscan")
-	d.waitLog(t, recipe, str(e2, "uuid"), "strike 2 of 3 within 1h, warning only")
+	d.waitLog(t, recipe, testkit.Str(e2, "uuid"), "strike 2 of 3 within 1h, warning only")
 
 	// Strikes 3 to 5: scans that would run for minutes are killed right after their exec.
 	killedStrikes := map[string]bool{}
@@ -90,7 +91,7 @@ func TestPortScan(t *testing.T) {
 		a := startIn(t, p.a, l.argv...)
 		contain := a.killed(t)
 		e := detect(a, l.exe)
-		uuid := str(e, "uuid")
+		uuid := testkit.Str(e, "uuid")
 		killedStrikes[uuid] = true
 		requireKill(t, d.waitAuditRow(t, recipe, uuid, "KillCurrent"))
 		d.waitLog(t, recipe, uuid, "strike "+strconv.Itoa(i+3)+" for uid "+uid, "exited (strike "+strconv.Itoa(i+3)+")", "Could not kill")
@@ -119,7 +120,7 @@ func TestPortScan(t *testing.T) {
 	}
 	kills := 0
 	for _, r := range rows {
-		if r.EventUUID == str(e1, "uuid") || r.EventUUID == str(e2, "uuid") {
+		if r.EventUUID == testkit.Str(e1, "uuid") || r.EventUUID == testkit.Str(e2, "uuid") {
 			t.Fatalf("a warned strike was acted on: %+v", r)
 		}
 		if r.Helper == "KillCurrent" && killedStrikes[r.EventUUID] {

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jibril-rt/jibril/tests/testkit"
 )
 
 // waitListening retries a connection from ns to addr until something listens there.
@@ -32,9 +34,9 @@ func waitListening(t *testing.T, ns, addr string) {
 // caught at its own exec, before the tool even starts).
 func checkDetected(t *testing.T, e map[string]any, a *attack, exe string) {
 	t.Helper()
-	got := str(e, "process", "exe")
-	if (got != exe && !slices.Contains(ipExes(t), got)) || !strings.HasSuffix(str(e, "process", "cmd"), a.name) {
-		t.Fatalf("detected process = %v, want %s running %q", field(e, "process"), exe, a.name)
+	got := testkit.Str(e, "process", "exe")
+	if (got != exe && !slices.Contains(ipExes(t), got)) || !strings.HasSuffix(testkit.Str(e, "process", "cmd"), a.name) {
+		t.Fatalf("detected process = %v, want %s running %q", testkit.Field(e, "process"), exe, a.name)
 	}
 	t.Logf("detected at the exec of %s", got)
 }
@@ -48,7 +50,7 @@ func checkDetected(t *testing.T, e map[string]any, a *attack, exe string) {
 func TestReverseShell(t *testing.T) {
 	need(t, "ncat", "socat", "bash")
 	const recipe = "reverse_shell_execution"
-	p := newNetpair(t, token(t))
+	p := newNetpair(t, testkit.Token(t))
 	// The attacker's consoles in B: each shell that calls back is at once given a long job, so
 	// a shell that got through before the kill leaves a process that must not survive.
 	var calls atomic.Int32
@@ -135,7 +137,7 @@ func console(ln net.Listener, calls *atomic.Int32) {
 func TestBindShell(t *testing.T) {
 	need(t, "ncat", "socat", "nc.openbsd")
 	const recipe = "bind_shell_execution"
-	p := newNetpair(t, token(t))
+	p := newNetpair(t, testkit.Token(t))
 	d := startDaemon(t, p, daemonOpts{modes: map[string]string{recipe: "enforce"}})
 	cases := []struct {
 		name string
@@ -153,7 +155,7 @@ func TestBindShell(t *testing.T) {
 			contain := a.killed(t)
 			e := d.waitEvent(t, recipe, ofPID(a.pid()))
 			checkDetected(t, e, a, c.exe)
-			d.waitLog(t, recipe, str(e, "uuid"), "listening on port "+c.port)
+			d.waitLog(t, recipe, testkit.Str(e, "uuid"), "listening on port "+c.port)
 			d.waitDone(t, a.pid(), "KillTree", recipe)
 			if s := a.survivors(t); len(s) > 0 {
 				t.Fatalf("processes of the bind shell survived: %v", s)

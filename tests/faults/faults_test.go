@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/jibril-rt/jibril/tests/testkit"
 	"net/http"
 	"os"
 	"os/exec"
@@ -40,8 +41,8 @@ func createRecipe(name, dir, importance, js string) string {
 func uuidsOf(evs []map[string]any, recipe string) map[string]bool {
 	out := map[string]bool{}
 	for _, e := range evs {
-		if str(e, "metadata", "name") == recipe {
-			out[str(e, "uuid")] = true
+		if testkit.Str(e, "metadata", "name") == recipe {
+			out[testkit.Str(e, "uuid")] = true
 		}
 	}
 	return out
@@ -56,9 +57,9 @@ func TestGracefulShutdownFlushesPrinters(t *testing.T) {
 	watched, recipesDir, state := filepath.Join(root, "watched"), filepath.Join(root, "recipes"), filepath.Join(root, "state")
 	mkdirs(t, watched, recipesDir)
 	events := filepath.Join(root, "events.jsonl")
-	write(t, filepath.Join(recipesDir, "r.yaml"), createRecipe("faults_flush", watched, "medium", ""))
+	testkit.Write(t, filepath.Join(recipesDir, "r.yaml"), createRecipe("faults_flush", watched, "medium", ""))
 	cfg := filepath.Join(root, "config.yaml")
-	write(t, cfg, fmt.Sprintf("metrics: {address: %q}\nprinters: {file: {path: %q}}\n", metricsAddr, events))
+	testkit.Write(t, cfg, fmt.Sprintf("metrics: {address: %q}\nprinters: {file: {path: %q}}\n", metricsAddr, events))
 	ns := newNetns(t)
 	d := startDaemon(t, daemonOpts{ns: ns, config: cfg, recipes: recipesDir, stateDir: state})
 
@@ -130,7 +131,7 @@ func TestKill9RestoresState(t *testing.T) {
 	blockDir, storeDir, recipesDir, state := filepath.Join(root, "block"), filepath.Join(root, "store"), filepath.Join(root, "recipes"), filepath.Join(root, "state")
 	mkdirs(t, blockDir, storeDir, recipesDir)
 	const ip, ttl = "198.18.77.7", 600
-	write(t, filepath.Join(recipesDir, "r.yaml"),
+	testkit.Write(t, filepath.Join(recipesDir, "r.yaml"),
 		createRecipe("faults_block", blockDir, "high", fmt.Sprintf(`
 function process(data) {
   var r = NetBlockIpTimer("%s", %d);
@@ -144,11 +145,11 @@ function process(data) {
   var r = DataSet(k, data.uuid);
   if (r === 0) { Info("acked " + k + " " + data.uuid); } else { Error("DataSet " + k + " failed: " + Errno()); }
 }`))
-	write(t, filepath.Join(recipesDir, "faults_block.policy.yaml"),
+	testkit.Write(t, filepath.Join(recipesDir, "faults_block.policy.yaml"),
 		"recipe: faults_block\nmode: enforce\ncapabilities:\n  net.block.ip: {allow: true, max_ttl: 1h}\n")
-	write(t, filepath.Join(recipesDir, "faults_store.policy.yaml"), "recipe: faults_store\nmode: enforce\ncapabilities:\n  store: true\n  tempdir: true\n")
+	testkit.Write(t, filepath.Join(recipesDir, "faults_store.policy.yaml"), "recipe: faults_store\nmode: enforce\ncapabilities:\n  store: true\n  tempdir: true\n")
 	cfg := filepath.Join(root, "config.yaml")
-	write(t, cfg, fmt.Sprintf("metrics: {address: %q}\n", metricsAddr))
+	testkit.Write(t, cfg, fmt.Sprintf("metrics: {address: %q}\n", metricsAddr))
 	ns := newNetns(t)
 
 	d1 := startDaemon(t, daemonOpts{ns: ns, config: cfg, recipes: recipesDir, stateDir: state, exitOK: true})
@@ -189,14 +190,14 @@ function process(data) {
 	checkAudited(t, state, ack)
 
 	// A reboot: the kernel forgets the nftables table; only the store remembers the block.
-	run(t, "ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "jibril")
+	testkit.Run(t, "ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "jibril")
 	time.Sleep(2 * time.Second) // let the block's remaining time drop measurably below its ttl
 	restartAt := time.Now()
 	d2 := startDaemon(t, daemonOpts{ns: ns, config: cfg, recipes: recipesDir, stateDir: state})
 	d2.waitLog(t, 10*time.Second, func(l string) bool { return strings.Contains(l, `"msg":"network blocks restored"`) })
 	timeout, expires, ok := nftElement(t, ns, "block4", ip)
 	if !ok {
-		t.Fatalf("%s is not in set block4 after the restart:\n%s", ip, run(t, "ip", "netns", "exec", ns, "nft", "list", "ruleset"))
+		t.Fatalf("%s is not in set block4 after the restart:\n%s", ip, testkit.Run(t, "ip", "netns", "exec", ns, "nft", "list", "ruleset"))
 	}
 	remaining := ttl - int(restartAt.Sub(blockedAt).Seconds())
 	t.Logf("restored %s: nft timeout %ds, expires %ds; remaining at restart ≤ %ds", ip, timeout, expires, remaining)
@@ -306,7 +307,7 @@ func checkAudited(t *testing.T, state string, ack map[string]string) {
 // time until it expires, in seconds.
 func nftElement(t *testing.T, ns, set, ip string) (timeout, expires int, ok bool) {
 	t.Helper()
-	out := run(t, "ip", "netns", "exec", ns, "nft", "-j", "list", "set", "inet", "jibril", set)
+	out := testkit.Run(t, "ip", "netns", "exec", ns, "nft", "-j", "list", "set", "inet", "jibril", set)
 	var doc struct {
 		Nftables []struct {
 			Set *struct {
@@ -345,7 +346,7 @@ func nftElement(t *testing.T, ns, set, ip string) (timeout, expires int, ok bool
 func mountTmpfs(t *testing.T, dir, size string) {
 	t.Helper()
 	mkdirs(t, dir)
-	run(t, "mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "jibril-faults", dir)
+	testkit.Run(t, "mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "jibril-faults", dir)
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
 			_ = exec.Command("umount", "-l", dir).Run()
@@ -391,7 +392,7 @@ func TestFullDisk(t *testing.T) {
 	watched, recipesDir, state := filepath.Join(root, "watched"), filepath.Join(root, "recipes"), filepath.Join(root, "state")
 	mkdirs(t, watched, recipesDir)
 	mountTmpfs(t, state, "64m")
-	write(t, filepath.Join(recipesDir, "r.yaml"), createRecipe("faults_disk", watched, "medium", `
+	testkit.Write(t, filepath.Join(recipesDir, "r.yaml"), createRecipe("faults_disk", watched, "medium", `
 function process(data) {
   var v = new Array(4097).join("v");
   var r = DataSet(data.file.basename, v);
@@ -400,9 +401,9 @@ function process(data) {
   Info("wrote " + data.file.basename + ": " + r + " " + e + " / tempdir " + (d === "" ? Errno() : "ok"));
   if (d !== "") { RemoveDir(d); }
 }`))
-	write(t, filepath.Join(recipesDir, "faults_disk.policy.yaml"), "recipe: faults_disk\nmode: enforce\ncapabilities:\n  store: true\n  tempdir: true\n")
+	testkit.Write(t, filepath.Join(recipesDir, "faults_disk.policy.yaml"), "recipe: faults_disk\nmode: enforce\ncapabilities:\n  store: true\n  tempdir: true\n")
 	cfg := filepath.Join(root, "config.yaml")
-	write(t, cfg, fmt.Sprintf("metrics: {address: %q}\n", metricsAddr))
+	testkit.Write(t, cfg, fmt.Sprintf("metrics: {address: %q}\n", metricsAddr))
 	ns := newNetns(t)
 	d := startDaemon(t, daemonOpts{ns: ns, config: cfg, recipes: recipesDir, stateDir: state})
 
@@ -488,26 +489,26 @@ func testReadOnlyStateDir(t *testing.T, complete bool) {
 	watched, recipesDir, state := filepath.Join(root, "watched"), filepath.Join(root, "recipes"), filepath.Join(root, "state")
 	mkdirs(t, watched, recipesDir, state)
 	const ip = "198.18.78.8"
-	write(t, filepath.Join(recipesDir, "r.yaml"), createRecipe("faults_ro", watched, "high", fmt.Sprintf(`
+	testkit.Write(t, filepath.Join(recipesDir, "r.yaml"), createRecipe("faults_ro", watched, "high", fmt.Sprintf(`
 function process(data) {
   var r = DataSet("k", data.uuid);
   Info("set " + r + " " + Errno());
   var b = NetBlockIpTimer("%s", 60);
   Info("block " + b + " " + Errno());
 }`, ip)))
-	write(t, filepath.Join(recipesDir, "faults_ro.policy.yaml"),
+	testkit.Write(t, filepath.Join(recipesDir, "faults_ro.policy.yaml"),
 		"recipe: faults_ro\nmode: enforce\ncapabilities:\n  store: true\n  net.block.ip: {allow: true, max_ttl: 1h}\n")
 	cfg := filepath.Join(root, "config.yaml")
-	write(t, cfg, fmt.Sprintf("metrics: {address: %q}\n", metricsAddr))
+	testkit.Write(t, cfg, fmt.Sprintf("metrics: {address: %q}\n", metricsAddr))
 	if out, code := jibril(t, "store", "set", "faults_ro", "before", "1", "--state-dir", state); code != 0 {
 		t.Fatalf("store set: exit %d\n%s", code, out)
 	}
 	if complete {
 		mkdirs(t, filepath.Join(state, "tmp"), filepath.Join(state, "evidence"), filepath.Join(state, "cache", "wazero"))
 	}
-	run(t, "mount", "--bind", state, state)
+	testkit.Run(t, "mount", "--bind", state, state)
 	t.Cleanup(func() { _ = exec.Command("umount", state).Run() })
-	run(t, "mount", "-o", "remount,bind,ro", state)
+	testkit.Run(t, "mount", "-o", "remount,bind,ro", state)
 	if err := os.WriteFile(filepath.Join(state, "probe"), nil, 0o600); err == nil {
 		t.Fatal("the state directory is still writable")
 	}
@@ -554,7 +555,7 @@ function process(data) {
 	}
 	// The database is as it was. (The state commands open the database read-write, so they
 	// need the mount gone.)
-	run(t, "umount", state)
+	testkit.Run(t, "umount", state)
 	if out, code := jibril(t, "store", "get", "faults_ro", "before", "--state-dir", state); code != 0 || strings.TrimSpace(out) != "1" {
 		t.Fatalf("store get after the degraded run: exit %d, %q", code, out)
 	}
@@ -606,14 +607,14 @@ func TestHangingWebhook(t *testing.T) {
 			name = "hanging webhook"
 		}
 		t.Run(name, func(t *testing.T) {
-			tok := token(t)
+			tok := testkit.Token(t)
 			root := t.TempDir()
 			recipesDir, state := filepath.Join(root, "recipes"), filepath.Join(root, "state")
 			mkdirs(t, recipesDir)
 			victim := filepath.Join(binDir, "victim-"+tok)
 			copyFile(t, "/bin/sleep", victim)
 			t.Cleanup(func() { os.Remove(victim) })
-			write(t, filepath.Join(recipesDir, "r.yaml"), fmt.Sprintf(`
+			testkit.Write(t, filepath.Join(recipesDir, "r.yaml"), fmt.Sprintf(`
 - kind: faults
   name: faults_hook
   mechanism: execution
@@ -625,7 +626,7 @@ func TestHangingWebhook(t *testing.T) {
       code: |
         function process(data) { var r = KillCurrent(); Info("killed " + r + " " + Errno()); }
 `, binDir, tok))
-			write(t, filepath.Join(recipesDir, "faults_hook.policy.yaml"),
+			testkit.Write(t, filepath.Join(recipesDir, "faults_hook.policy.yaml"),
 				"recipe: faults_hook\nmode: enforce\ncapabilities:\n  process.kill: [current]\n")
 			ns := newNetns(t)
 			var hook *hangingServer
@@ -635,7 +636,7 @@ func TestHangingWebhook(t *testing.T) {
 				conf += fmt.Sprintf("printers: {webhook: {url: %q, batch: 1, queue: 2, flush_interval: 10ms, timeout: 60s, retries: 0}}\n", hook.url)
 			}
 			cfg := filepath.Join(root, "config.yaml")
-			write(t, cfg, conf)
+			testkit.Write(t, cfg, conf)
 			d := startDaemon(t, daemonOpts{ns: ns, config: cfg, recipes: recipesDir, stateDir: state})
 
 			// Eight victims: under the policy's circuit breaker (10 distinct targets a minute).
@@ -714,13 +715,13 @@ func TestReactionTimeouts(t *testing.T) {
 	root := t.TempDir()
 	spinDir, okDir, recipesDir, state := filepath.Join(root, "spin"), filepath.Join(root, "ok"), filepath.Join(root, "recipes"), filepath.Join(root, "state")
 	mkdirs(t, spinDir, okDir, recipesDir)
-	write(t, filepath.Join(recipesDir, "r.yaml"),
+	testkit.Write(t, filepath.Join(recipesDir, "r.yaml"),
 		createRecipe("faults_spin", spinDir, "medium", "function process(data) { while (true) {} }")+
 			createRecipe("faults_ok", okDir, "medium", `function process(data) { Info("ok " + data.file.basename); }`))
-	write(t, filepath.Join(recipesDir, "faults_spin.policy.yaml"), "recipe: faults_spin\nmode: enforce\nlimits: {timeout: 50ms}\n")
-	write(t, filepath.Join(recipesDir, "faults_ok.policy.yaml"), "recipe: faults_ok\nmode: enforce\n")
+	testkit.Write(t, filepath.Join(recipesDir, "faults_spin.policy.yaml"), "recipe: faults_spin\nmode: enforce\nlimits: {timeout: 50ms}\n")
+	testkit.Write(t, filepath.Join(recipesDir, "faults_ok.policy.yaml"), "recipe: faults_ok\nmode: enforce\n")
 	cfg := filepath.Join(root, "config.yaml")
-	write(t, cfg, fmt.Sprintf("metrics: {address: %q}\n", metricsAddr))
+	testkit.Write(t, cfg, fmt.Sprintf("metrics: {address: %q}\n", metricsAddr))
 	ns := newNetns(t)
 	d := startDaemon(t, daemonOpts{ns: ns, config: cfg, recipes: recipesDir, stateDir: state})
 

@@ -2,6 +2,7 @@ package faults
 
 import (
 	"fmt"
+	"github.com/jibril-rt/jibril/tests/testkit"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,8 +50,8 @@ func TestLoadAndLoss(t *testing.T) {
 	watched, recipesDir, state := filepath.Join(root, "watched"), filepath.Join(root, "recipes"), filepath.Join(root, "state")
 	mkdirs(t, watched, recipesDir)
 	target := filepath.Join(watched, "target")
-	write(t, target, "x")
-	write(t, filepath.Join(recipesDir, "load.yaml"), fmt.Sprintf(`
+	testkit.Write(t, target, "x")
+	testkit.Write(t, filepath.Join(recipesDir, "load.yaml"), fmt.Sprintf(`
 - kind: faults_load
   name: faults_load
   mechanism: file_access
@@ -60,7 +61,7 @@ func TestLoadAndLoss(t *testing.T) {
 	cfg := filepath.Join(root, "config.yaml")
 	// No stdout printer: a million JSON lines would measure the pipe, not the daemon.
 	// Detections are still encoded and counted.
-	write(t, cfg, `
+	testkit.Write(t, cfg, `
 metrics: {address: "`+metricsAddr+`"}
 printers: {stdout: {enabled: false}}
 loss: {every: 1s, threshold: 1000000000, action: log}
@@ -280,11 +281,11 @@ func TestLossActions(t *testing.T) {
 			watched, recipesDir, state := filepath.Join(root, "watched"), filepath.Join(root, "recipes"), filepath.Join(root, "state")
 			mkdirs(t, watched, recipesDir)
 			target := filepath.Join(watched, "target")
-			write(t, target, "x")
+			testkit.Write(t, target, "x")
 			// The recipe puts the directory and opens into the kernel filter, so the flood reaches
 			// the daemon; its regex matches nothing there, so the flood costs no detection, only
 			// ring space (a full channel holds the reader back, the one-page ring overflows).
-			write(t, filepath.Join(recipesDir, "loss.yaml"), fmt.Sprintf(`
+			testkit.Write(t, filepath.Join(recipesDir, "loss.yaml"), fmt.Sprintf(`
 - kind: faults_loss
   name: faults_loss
   mechanism: file_access
@@ -293,7 +294,7 @@ func TestLossActions(t *testing.T) {
   regex: 'no-such-file$'
 `, watched))
 			cfg := filepath.Join(root, "config.yaml")
-			write(t, cfg, `
+			testkit.Write(t, cfg, `
 metrics: {address: "`+metricsAddr+`"}
 sensors: {channel_size: 1, file_ring_bytes: 4096}
 loss: {every: 1s, threshold: 1, action: `+action+`}
@@ -328,11 +329,11 @@ loss: {every: 1s, threshold: 1, action: `+action+`}
 					return countNamed(d.printed(), "jibril_event_loss") > 0
 				})
 				for _, e := range d.printed() {
-					if str(e, "metadata", "name") == "jibril_event_loss" {
-						if !strings.Contains(str(e, "note"), "events lost") || str(e, "metadata", "importance") != "high" {
+					if testkit.Str(e, "metadata", "name") == "jibril_event_loss" {
+						if !strings.Contains(testkit.Str(e, "note"), "events lost") || testkit.Str(e, "metadata", "importance") != "high" {
 							t.Fatalf("loss event = %v", e)
 						}
-						t.Logf("printed: %s", str(e, "note"))
+						t.Logf("printed: %s", testkit.Str(e, "note"))
 						break
 					}
 				}
@@ -364,7 +365,7 @@ func TestReactionFlood(t *testing.T) {
 	root := t.TempDir()
 	lowDir, critDir, recipesDir, state := filepath.Join(root, "low"), filepath.Join(root, "crit"), filepath.Join(root, "recipes"), filepath.Join(root, "state")
 	mkdirs(t, lowDir, critDir, recipesDir)
-	write(t, filepath.Join(recipesDir, "flood.yaml"), fmt.Sprintf(`
+	testkit.Write(t, filepath.Join(recipesDir, "flood.yaml"), fmt.Sprintf(`
 - kind: faults_flood
   name: faults_low
   mechanism: file_access
@@ -386,10 +387,10 @@ func TestReactionFlood(t *testing.T) {
       code: |
         function process(data) { Info("critical ran " + data.file.basename); }
 `, lowDir, critDir))
-	write(t, filepath.Join(recipesDir, "faults_low.policy.yaml"), "recipe: faults_low\nmode: enforce\nlimits: {timeout: 100ms}\n")
-	write(t, filepath.Join(recipesDir, "faults_critical.policy.yaml"), "recipe: faults_critical\nmode: enforce\n")
+	testkit.Write(t, filepath.Join(recipesDir, "faults_low.policy.yaml"), "recipe: faults_low\nmode: enforce\nlimits: {timeout: 100ms}\n")
+	testkit.Write(t, filepath.Join(recipesDir, "faults_critical.policy.yaml"), "recipe: faults_critical\nmode: enforce\n")
 	cfg := filepath.Join(root, "config.yaml")
-	write(t, cfg, `
+	testkit.Write(t, cfg, `
 metrics: {address: "`+metricsAddr+`"}
 engine: {workers: 2, queue: 8}
 loss: {every: 1s, threshold: 1000000, action: log}

@@ -8,8 +8,6 @@ package faults
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +24,7 @@ import (
 	"time"
 
 	"github.com/jibril-rt/jibril/tests/netns"
+	"github.com/jibril-rt/jibril/tests/testkit"
 )
 
 // binDir holds the binaries the tests execute: the daemon, the event generator (a copy of this
@@ -82,31 +81,6 @@ func need(t *testing.T, tools ...string) {
 	}
 }
 
-func token(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func write(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func mkdirs(t *testing.T, dirs ...string) {
 	t.Helper()
 	for _, d := range dirs {
@@ -120,10 +94,10 @@ func mkdirs(t *testing.T, dirs ...string) {
 // and removes it when the test ends.
 func newNetns(t *testing.T) string {
 	t.Helper()
-	ns := "jflt" + token(t)
-	run(t, "ip", "netns", "add", ns)
+	ns := "jflt" + testkit.Token(t)
+	testkit.Run(t, "ip", "netns", "add", ns)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	testkit.Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	return ns
 }
 
@@ -374,24 +348,11 @@ func (d *daemon) waitPrinted(t *testing.T, recipe string, n int, timeout time.Du
 func countNamed(evs []map[string]any, recipe string) int {
 	n := 0
 	for _, e := range evs {
-		if str(e, "metadata", "name") == recipe {
+		if testkit.Str(e, "metadata", "name") == recipe {
 			n++
 		}
 	}
 	return n
-}
-
-func str(m map[string]any, path ...string) string {
-	var v any = m
-	for _, p := range path {
-		mm, ok := v.(map[string]any)
-		if !ok {
-			return ""
-		}
-		v = mm[p]
-	}
-	s, _ := v.(string)
-	return s
 }
 
 // rssKiB is the daemon's resident set size.
