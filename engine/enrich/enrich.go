@@ -185,13 +185,12 @@ func (e *Enricher) loadedImage(pid int32, executed string, id bpf.FileID) string
 	if real, ok := e.dirs.sameImage(executed, id); ok {
 		return real
 	}
-	proc := e.proc
 	ctx, link := context.Background(), procfs.Ref{PID: pid, Item: procfs.Exe}
-	real, err := proc.Readlink(ctx, link)
+	real, err := e.proc.Readlink(ctx, link)
 	if err != nil || !path.IsAbs(real) {
 		return executed
 	}
-	if st, err := proc.Stat(ctx, link); err != nil || st.Ino != id.Ino || st.Dev != id.Dev {
+	if st, err := e.proc.Stat(ctx, link); err != nil || st.Ino != id.Ino || st.Dev != id.Dev {
 		return executed
 	}
 	return real

@@ -251,12 +251,17 @@ func (f *FS) ReadFile(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer file.Close()
-	b, err := io.ReadAll(io.LimitReader(file, max+1))
+	return ReadLimited(file, clean, max)
+}
+
+// ReadLimited reads all of r, refusing more than max bytes (ErrTooLarge); name is for errors.
+func ReadLimited(r io.Reader, name string, max int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("fs: read %s: %w", clean, err)
+		return nil, fmt.Errorf("fs: read %s: %w", name, err)
 	}
 	if int64(len(b)) > max {
-		return nil, fmt.Errorf("fs: read %s: %w (more than %d bytes)", clean, ErrTooLarge, max)
+		return nil, fmt.Errorf("fs: read %s: %w (more than %d bytes)", name, ErrTooLarge, max)
 	}
 	return b, nil
 }

@@ -3,7 +3,6 @@ package liveworld
 import (
 	"context"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 
@@ -63,12 +62,5 @@ func (f procFiles) ReadFile(p string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer file.Close()
-	b, err := io.ReadAll(io.LimitReader(file, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("fs: read %s: %w", p, err)
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("fs: read %s: %w (more than %d bytes)", p, fsguard.ErrTooLarge, max)
-	}
-	return b, nil
+	return fsguard.ReadLimited(file, p, max)
 }
