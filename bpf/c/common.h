@@ -77,16 +77,33 @@ static __always_inline struct jcfg *get_cfg(void *cfgmap)
 	return bpf_map_lookup_elem(cfgmap, &zero);
 }
 
-// Wake the reader only once enough data is queued: a wake-up costs the
-// producing process 12-21 us. The reader also polls with a deadline.
-static __always_inline u64 batch_wakeup(void *ring, struct jcfg *c)
+// Wake the reader once per wake_bytes produced: when this record takes the
+// producer position across a multiple of wake_bytes. A wake-up costs the
+// producing process 12-21 us (an irq_work self-IPI, a VM exit under KVM).
+// Waking whenever the backlog is above the threshold instead would wake on
+// every record while the reader is held back, which cost a file storm 1.3 us
+// of every open. rec is the record's size without its 8-byte header; pos is
+// the producer position before it (ringbuf_output) or after it (reserve).
+// Racing producers may both miss a crossing: the reader's periodic flush
+// (Config.FlushInterval) bounds the delay then.
+static __always_inline u64 band_wakeup(struct jcfg *c, u64 start, u64 rec)
 {
 	u64 threshold = c ? c->wake_bytes : 0;
 	if (threshold == 0)
 		return 0;
-	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= threshold)
+	u64 end = start + ((rec + 8 + 7) & ~7ULL);
+	if (start / threshold != end / threshold)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
+}
+
+// batch_wakeup is band_wakeup for a record already reserved: the producer
+// position includes it.
+static __always_inline u64 batch_wakeup(void *ring, struct jcfg *c, u64 rec)
+{
+	u64 pos = bpf_ringbuf_query(ring, BPF_RB_PROD_POS);
+	u64 len = (rec + 8 + 7) & ~7ULL;
+	return band_wakeup(c, pos >= len ? pos - len : 0, rec);
 }
 
 // x86-64 system call arguments from the pt_regs of sys_enter.

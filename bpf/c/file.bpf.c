@@ -423,7 +423,8 @@ static __always_inline int file_call(long nr, const struct sysargs *sa, int raw)
 
 	u64 size = p2 != NA ? sizeof(*e)
 			    : __builtin_offsetof(struct file_event, path2_bits);
-	if (bpf_ringbuf_output(&file_rb, e, size, batch_wakeup(&file_rb, c)) < 0)
+	if (bpf_ringbuf_output(&file_rb, e, size,
+			       band_wakeup(c, bpf_ringbuf_query(&file_rb, BPF_RB_PROD_POS), size)) < 0)
 		COUNT_LOST(STREAM_FILE);
 	return 0;
 }

@@ -159,7 +159,7 @@ static __always_inline int on_state(const struct sock *sk, int oldstate,
 	} else {
 		e->h.flags = NET_F_NO_OWNER;
 	}
-	bpf_ringbuf_submit(e, batch_wakeup(&net_rb, c));
+	bpf_ringbuf_submit(e, batch_wakeup(&net_rb, c, sizeof(*e)));
 out:
 	if (newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&sk_owner, &key);
@@ -307,7 +307,7 @@ static __always_inline int peer_call(u8 op, int fd, u64 uaddr, u32 alen,
 		__builtin_memcpy(e->daddr, &sa[4], 4);
 	else
 		__builtin_memcpy(e->daddr, &sa[8], 16);
-	bpf_ringbuf_submit(e, batch_wakeup(&net_rb, c));
+	bpf_ringbuf_submit(e, batch_wakeup(&net_rb, c, sizeof(*e)));
 	return 0;
 }
 

@@ -193,7 +193,7 @@ static __always_inline int on_exec(struct task_struct *p, pid_t old_pid,
 	if (exec_urgent(c, flags, bprm))
 		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	else
-		bpf_ringbuf_submit(e, batch_wakeup(&proc_rb, c));
+		bpf_ringbuf_submit(e, batch_wakeup(&proc_rb, c, sizeof(*e)));
 	return 0;
 }
 
@@ -234,7 +234,7 @@ static __always_inline int on_fork(struct task_struct *parent,
 	e->child_pid = pid;
 	e->pad = 0;
 	BPF_CORE_READ_STR_INTO(&e->comm, parent, comm);
-	bpf_ringbuf_submit(e, batch_wakeup(&proc_rb, c));
+	bpf_ringbuf_submit(e, batch_wakeup(&proc_rb, c, sizeof(*e)));
 	return 0;
 }
 
@@ -278,7 +278,7 @@ static __always_inline int on_exit(struct task_struct *p)
 	e->tgid = BPF_CORE_READ(p, tgid);
 	e->status = status;
 	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
-	bpf_ringbuf_submit(e, batch_wakeup(&proc_rb, c));
+	bpf_ringbuf_submit(e, batch_wakeup(&proc_rb, c, sizeof(*e)));
 	return 0;
 }
 
