@@ -50,6 +50,7 @@ fuzz: wasm
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./engine/event
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAnswer$$' -fuzztime $(FUZZTIME) ./engine/dnscache
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileMatch$$' -fuzztime $(FUZZTIME) ./engine/match
+	$(GO) test -run '^$$' -fuzz '^FuzzClean$$' -fuzztime $(FUZZTIME) ./engine/lexpath
 	$(GO) test -run '^$$' -fuzz '^FuzzHelperABI$$' -fuzztime $(FUZZTIME) ./sandbox
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitSections$$' -fuzztime $(FUZZTIME) ./sandbox
 

@@ -164,16 +164,12 @@ func (e FileEvent) Actions() []Op {
 	if e.Op != OpOpen {
 		return []Op{e.Op}
 	}
+	m := e.Ops()
 	ops := []Op{OpOpen}
-	f := e.Flags
-	if f&unix.O_CREAT != 0 || f&unix.O_TMPFILE == unix.O_TMPFILE {
-		ops = append(ops, OpCreate)
-	}
-	if f&(unix.O_WRONLY|unix.O_RDWR) != 0 {
-		ops = append(ops, OpWrite)
-	}
-	if f&unix.O_TRUNC != 0 {
-		ops = append(ops, OpTruncate)
+	for _, o := range [...]Op{OpCreate, OpWrite, OpTruncate} {
+		if m.Has(o) {
+			ops = append(ops, o)
+		}
 	}
 	return ops
 }
@@ -218,8 +214,25 @@ func (m OpMask) String() string {
 	return string(b)
 }
 
-// Ops is the set of Actions: the bits the kernel filter tests.
-func (e FileEvent) Ops() OpMask { return MaskOf(e.Actions()...) }
+// Ops is the set of Actions: the bits the kernel filter tests. It does not
+// allocate: the feed asks it of every file event.
+func (e FileEvent) Ops() OpMask {
+	if e.Op != OpOpen {
+		return MaskOf(e.Op)
+	}
+	m := MaskOf(OpOpen)
+	f := e.Flags
+	if f&unix.O_CREAT != 0 || f&unix.O_TMPFILE == unix.O_TMPFILE {
+		m |= 1 << OpCreate
+	}
+	if f&(unix.O_WRONLY|unix.O_RDWR) != 0 {
+		m |= 1 << OpWrite
+	}
+	if f&unix.O_TRUNC != 0 {
+		m |= 1 << OpTruncate
+	}
+	return m
+}
 
 // NetOp says which hook produced a NetEvent.
 type NetOp uint8

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/jibril-rt/jibril/engine/lexpath"
 )
 
 // ProcLinks reads the /proc links that give a file event's relative paths their base. The
@@ -50,6 +52,9 @@ func absPath(links ProcLinks, tgid, pid uint32, dirfd int32, p string, relative 
 	if !relative {
 		// Lexical: "/tmp/../etc/x" becomes "/etc/x" (symbolic links are
 		// not followed; the path may not exist yet).
+		if strings.HasPrefix(p, "/") {
+			return lexpath.Clean(p) // no copy of the usual, clean path
+		}
 		return filepath.Clean(p)
 	}
 	var base string

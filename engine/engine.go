@@ -588,36 +588,10 @@ func (e *Engine) Notice(name, note, importance string) {
 	e.cfg.Printer.Print(b)
 }
 
-// WantsFile reports whether any loaded recipe could match a file event on path with these
-// actions. The feed asks before enriching a file event (ancestry, process details, the JSON
-// tree), which costs far more than this check: in a file storm most events concern no recipe.
-// probe is scratch space of the caller's (one per goroutine, reused: a storm allocates nothing
-// here), nil for a fresh one.
-func (e *Engine) WantsFile(path string, actions []string, probe *event.Event) bool {
-	set := e.set.Load()
-	filled := false
-	for _, l := range set.Recipes {
-		if !l.Recipe.Enabled || !l.Recipe.Mechanism.MatchesFiles() {
-			continue
-		}
-		if !filled {
-			if probe == nil {
-				probe = &event.Event{}
-			}
-			if probe.File == nil {
-				probe.File = &event.File{}
-			}
-			probe.EventType = event.TypeFileAccess
-			probe.File.SetPath(path)
-			probe.File.SetActions(actions...)
-			filled = true
-		}
-		if l.prefilter != nil && !l.prefilter.Pass(probe) {
-			continue
-		}
-		if l.matcher.MatchFile(probe) { // paths (regexes too) and actions; the process comes later
-			return true
-		}
-	}
-	return false
+// WantsFile reports whether any loaded recipe could match a file event on path with the
+// actions of mask (bit i for recipes.FileActions()[i]; enrich.ActionMask). The feed asks before
+// enriching a file event (ancestry, process details, the JSON tree), which costs far more than
+// this check: in a file storm most events concern no recipe.
+func (e *Engine) WantsFile(path string, mask uint32) bool {
+	return e.set.Load().files.wants(path, mask)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jibril-rt/jibril/engine/event"
+	"github.com/jibril-rt/jibril/recipes"
 	"github.com/jibril-rt/jibril/sandbox"
 	"github.com/jibril-rt/jibril/store"
 )
@@ -417,6 +418,15 @@ func TestLowImportanceFloodNeverDropsCritical(t *testing.T) {
 	}
 }
 
+// actionMask is the WantsFile mask of action names.
+func actionMask(names ...string) uint32 {
+	var m uint32
+	for _, n := range names {
+		m |= 1 << recipes.FileAction(n).Index()
+	}
+	return m
+}
+
 func TestWantsFileSkipsWhatNoRecipeCanMatch(t *testing.T) {
 	files := `- kind: k
   name: watched
@@ -433,8 +443,9 @@ func TestWantsFileSkipsWhatNoRecipeCanMatch(t *testing.T) {
 		{"/srv/watched/a", []string{"open", "write"}, true},
 		{"/srv/watched/a", []string{"open", "read"}, false},
 		{"/srv/other/a", []string{"write"}, false},
+		{"/srv/other/../watched/./a", []string{"write"}, true},
 	} {
-		if got := r.e.WantsFile(tc.path, tc.actions, nil); got != tc.want {
+		if got := r.e.WantsFile(tc.path, actionMask(tc.actions...)); got != tc.want {
 			t.Errorf("WantsFile(%s, %v) = %v, want %v", tc.path, tc.actions, got, tc.want)
 		}
 	}
@@ -443,11 +454,100 @@ func TestWantsFileSkipsWhatNoRecipeCanMatch(t *testing.T) {
 	if set := r.e.Load(context.Background(), r.srcs, r.opt); len(set.Errors) > 0 {
 		t.Fatal(set.Errors)
 	}
-	if !r.e.WantsFile("/srv/other/server.key", []string{"open", "read"}, nil) {
+	if !r.e.WantsFile("/srv/other/server.key", actionMask("open", "read")) {
 		t.Fatal("the regex recipe must see the events its regex matches")
 	}
-	if r.e.WantsFile("/srv/other/a", []string{"open", "read"}, &event.Event{}) {
+	if r.e.WantsFile("/srv/other/a", actionMask("open", "read")) {
 		t.Fatal("no recipe can match /srv/other/a")
+	}
+}
+
+// The index must answer as asking every recipe's matcher would, for every kind of path entry.
+func TestWantsFileIndexAgreesWithEveryMatcher(t *testing.T) {
+	files := `- kind: k
+  name: base
+  mechanism: file_access
+  file_actions: [unlink]
+  base: passwd
+- kind: k
+  name: full
+  mechanism: file_access
+  file_actions: [write]
+  dir: /etc
+  base: shadow
+- kind: k
+  name: dir
+  mechanism: file_access
+  file_actions: [open]
+  dir: /var/lib/app
+- kind: k
+  name: root
+  mechanism: file_access
+  file_actions: [rename]
+  dir: /
+- kind: k
+  name: dirregex
+  mechanism: file_access
+  file_actions: [create]
+  dir: /home
+  regex: '.*/\.ssh/authorized_keys$'
+- kind: k
+  name: bare
+  mechanism: file_access
+  file_actions: [truncate]
+  regex: '^/tmp/.*\.log$'
+- kind: k
+  name: all
+  mechanism: file_access
+  file_actions: [open, write]
+  file_actions_how: all
+  dir: /opt
+- kind: k
+  name: excl
+  mechanism: file_access
+  file_actions_excl: [read]
+  dir: /data
+- kind: k
+  name: off
+  enabled: false
+  mechanism: file_access
+  dir: /off
+- kind: k
+  name: exec
+  mechanism: execution
+  base: passwd
+`
+	r := newRig(t, map[string]string{"f.yaml": files}, nil)
+	set := r.e.Current()
+	if len(set.Errors) > 0 {
+		t.Fatal(set.Errors)
+	}
+	paths := []string{"/etc/passwd", "/srv/passwd", "passwd", "/etc/shadow", "/etc//shadow", "/etc/shadow/x",
+		"/var/lib/app", "/var/lib/app/db", "/var/lib/application", "/var/lib", "/x", "/",
+		"/home/u/.ssh/authorized_keys", "/home/u/.ssh/known_hosts", "/tmp/a.log", "/tmp/a.txt",
+		"/opt/x", "/data/y", "/off/z", "/tmp/../etc/shadow", "rel/path", ""}
+	actions := [][]string{{"open"}, {"open", "read"}, {"open", "write"}, {"unlink"}, {"rename"},
+		{"open", "create", "write"}, {"truncate"}, {"read"}, {"write"}}
+	wanted := 0
+	for _, p := range paths {
+		for _, as := range actions {
+			want := false
+			for _, l := range set.Recipes {
+				probe := &event.Event{EventType: event.TypeFileAccess, File: &event.File{}}
+				probe.File.SetPath(p)
+				probe.File.SetActions(as...)
+				want = want || (l.Recipe.Enabled && l.matcher.MatchFile(probe))
+			}
+			if got := r.e.WantsFile(p, actionMask(as...)); got != want {
+				t.Errorf("WantsFile(%q, %v) = %v; the recipes' matchers say %v", p, as, got, want)
+			}
+			if want {
+				wanted++
+			}
+		}
+	}
+	if wanted < 15 {
+		t.Errorf("only %d of the cases are wanted: the table no longer exercises the recipes", wanted)
 	}
 }
 

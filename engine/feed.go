@@ -2,13 +2,11 @@ package engine
 
 import (
 	"context"
-	"path"
 	"sync"
 
 	"github.com/jibril-rt/jibril/bpf"
 	"github.com/jibril-rt/jibril/engine/dnscache"
 	"github.com/jibril-rt/jibril/engine/enrich"
-	"github.com/jibril-rt/jibril/engine/event"
 	"github.com/jibril-rt/jibril/engine/proctable"
 )
 
@@ -75,7 +73,6 @@ func (f *Feed) Run(ctx context.Context) {
 		}
 	})
 	run(func() {
-		probe := &event.Event{}
 		for {
 			select {
 			case <-ctx.Done():
@@ -88,7 +85,7 @@ func (f *Feed) Run(ctx context.Context) {
 				if f.Resolve != nil {
 					bpf.ResolveFileEvent(&ev, f.Resolve)
 				}
-				if !f.Engine.WantsFile(filePath(ev), enrich.ActionNames(ev), probe) {
+				if !f.Engine.WantsFile(filePath(ev), enrich.ActionMask(ev)) {
 					continue
 				}
 				if e := f.Enrich.File(ev); e != nil {
@@ -122,14 +119,10 @@ func (f *Feed) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// filePath is the path enrich.File reports for a file event.
+// filePath is the path of a file event as WantsFile takes it (WantsFile cleans it).
 func filePath(ev bpf.FileEvent) string {
-	p := ev.AbsPath
-	if p == "" {
-		p = ev.Path
+	if ev.AbsPath != "" {
+		return ev.AbsPath
 	}
-	if path.IsAbs(p) {
-		p = path.Clean(p)
-	}
-	return p
+	return ev.Path
 }

@@ -60,6 +60,8 @@ type Set struct {
 	Recipes []*Loaded
 	Errors  []error // recipes and policies that were rejected (the others still load)
 
+	files fileIndex // the file recipes, for WantsFile
+
 	inflight sync.WaitGroup // jobs still running on this generation
 	fp       [32]byte       // fingerprint of the directory sources it was read from
 }
@@ -263,6 +265,7 @@ func (e *Engine) build(ctx context.Context, srcs []Source, opt LoadOptions) *Set
 		set.Recipes = append(set.Recipes, l)
 	}
 	set.Errors = errs
+	set.files = newFileIndex(set.Recipes)
 	return set
 }
 

@@ -355,11 +355,24 @@ func (e *Enricher) File(ev bpf.FileEvent) *event.Event {
 	return out
 }
 
-// ActionNames maps a file event's operations to Jibril's action names (canonical order is
-// applied by event.File.SetActions).
+// ActionNames are the Jibril file actions of a sensor event, in canonical order
+// (recipes.FileActions).
 func ActionNames(ev bpf.FileEvent) []string {
+	mask := ActionMask(ev)
 	var out []string
-	for _, op := range ev.Actions() {
+	for i, a := range recipes.FileActions() {
+		if mask&(1<<i) != 0 {
+			out = append(out, string(a))
+		}
+	}
+	return out
+}
+
+// ActionMask is ActionNames as a bit mask (bit i for recipes.FileActions()[i]), without
+// allocating: the feed computes it for every file event.
+func ActionMask(ev bpf.FileEvent) uint32 {
+	var mask uint32
+	add := func(op bpf.Op) {
 		var a recipes.FileAction
 		switch op {
 		case bpf.OpOpen:
@@ -377,13 +390,17 @@ func ActionNames(ev bpf.FileEvent) []string {
 		case bpf.OpLink:
 			a = recipes.ActLink
 		default: // chmod, chown: no Jibril action
-			continue
+			return
 		}
-		if !slices.Contains(out, string(a)) {
-			out = append(out, string(a))
+		mask |= 1 << a.Index()
+	}
+	ops := ev.Ops()
+	for op := bpf.OpOpen; op <= bpf.OpChown; op++ {
+		if ops.Has(op) {
+			add(op)
 		}
 	}
-	return out
+	return mask
 }
 
 func fileNote(ev bpf.FileEvent) string {

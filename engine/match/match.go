@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/jibril-rt/jibril/engine/event"
+	"github.com/jibril-rt/jibril/engine/lexpath"
 	"github.com/jibril-rt/jibril/recipes"
 )
 
@@ -195,25 +196,25 @@ func (m *Matcher) MatchFile(e *event.Event) bool {
 	return e != nil && e.EventType == event.TypeFileAccess && m.files && m.matchFile(e)
 }
 
-func actionMask(f *event.File) uint32 { return f.Mask() }
+// WantsFile is MatchFile before any event is built: a file event on path p carrying the
+// actions of mask (bit i for recipes.FileActions()[i]).
+func (m *Matcher) WantsFile(p string, mask uint32) bool {
+	return m.files && m.wantsActions(mask) && m.paths.match(p)
+}
 
 func (m *Matcher) matchFile(e *event.Event) bool {
 	f := e.File
-	if f == nil {
-		return false
-	}
-	mask := actionMask(f)
+	return f != nil && m.wantsActions(f.Mask()) && m.paths.match(filePath(f))
+}
+
+func (m *Matcher) wantsActions(mask uint32) bool {
 	if mask&m.excl != 0 {
 		return false
 	}
 	if m.allActions {
-		if mask&m.want != m.want {
-			return false
-		}
-	} else if mask&m.want == 0 {
-		return false
+		return mask&m.want == m.want
 	}
-	return m.paths.match(filePath(f))
+	return mask&m.want != 0
 }
 
 // matchExec matches the image the kernel loaded (process.exe) and the path that was executed
@@ -295,15 +296,6 @@ func compilePaths(pms []recipes.PathMatch) (pathSet, error) {
 	return ps, nil
 }
 
-// cleanPath resolves "//", "/./" and "/../" in an absolute path, so that a path read from
-// user memory cannot dodge an exact match by spelling.
-func cleanPath(p string) string {
-	if strings.HasPrefix(p, "/") {
-		return path.Clean(p)
-	}
-	return p
-}
-
 func underDir(p, dir string) bool {
 	if dir == "/" {
 		return strings.HasPrefix(p, "/")
@@ -315,7 +307,7 @@ func (ps *pathSet) match(p string) bool {
 	if p == "" {
 		return false
 	}
-	p = cleanPath(p)
+	p = lexpath.Clean(p)
 	base := path.Base(p)
 	if _, ok := ps.bases[base]; ok {
 		return true

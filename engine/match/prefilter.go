@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/jibril-rt/jibril/engine/event"
+	"github.com/jibril-rt/jibril/engine/lexpath"
 	"github.com/jibril-rt/jibril/recipes"
 )
 
@@ -149,7 +150,7 @@ func (pf *Prefilter) passPath(p string) bool {
 	if p == "" {
 		return false
 	}
-	p = cleanPath(p)
+	p = lexpath.Clean(p)
 	base := path.Base(p)
 	for _, b := range pf.Bases {
 		if b == base {
