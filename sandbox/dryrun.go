@@ -48,14 +48,20 @@ func (r *Recorder) Check(t proc.Target) error {
 	return nil
 }
 
-// Kill records a kill.
+// Kill records a kill the floor allows.
 func (r *Recorder) Kill(_ context.Context, t proc.Target) (int, error) {
+	if err := r.Check(t); err != nil {
+		return -1, err
+	}
 	r.note("Kill " + strconv.Itoa(t.PID))
 	return 0, nil
 }
 
-// KillTree records a tree kill.
+// KillTree records a tree kill the floor allows.
 func (r *Recorder) KillTree(_ context.Context, t proc.Target) (int, error) {
+	if err := r.Check(t); err != nil {
+		return -1, err
+	}
 	r.note("KillTree " + strconv.Itoa(t.PID))
 	return 0, nil
 }

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -247,10 +248,19 @@ func (s *worldSpy) path(op, p string) {
 	}
 }
 
-// pid checks a target: positive, and never this process once the floor has been applied.
+// pid checks a target: positive, and never this process once the floor has been applied
+// (Check, Kill and KillTree apply it themselves: see floored).
 func (s *worldSpy) pid(op string, pid int) {
-	if pid <= 0 || op != "Check" && pid == os.Getpid() {
+	selfOK := op == "Check" || op == "Kill" || op == "KillTree"
+	if pid <= 0 || !selfOK && pid == os.Getpid() {
 		s.t.Errorf("%s got pid %d", op, pid)
+	}
+}
+
+// floored checks that a kill of this process was refused by the floor.
+func (s *worldSpy) floored(op string, pid int, err error) {
+	if pid == os.Getpid() && !errors.Is(err, proc.ErrRefused) {
+		s.t.Errorf("%s of this process (pid %d) was not refused: %v", op, pid, err)
 	}
 }
 
@@ -277,11 +287,15 @@ func (w spyProc) Check(t proc.Target) error {
 }
 func (w spyProc) Kill(ctx context.Context, t proc.Target) (int, error) {
 	w.s.pid("Kill", t.PID)
-	return w.p.Kill(ctx, t)
+	n, err := w.p.Kill(ctx, t)
+	w.s.floored("Kill", t.PID, err)
+	return n, err
 }
 func (w spyProc) KillTree(ctx context.Context, t proc.Target) (int, error) {
 	w.s.pid("KillTree", t.PID)
-	return w.p.KillTree(ctx, t)
+	n, err := w.p.KillTree(ctx, t)
+	w.s.floored("KillTree", t.PID, err)
+	return n, err
 }
 func (w spyProc) Freeze(ctx context.Context, t proc.Target) (int, error) {
 	w.s.pid("Freeze", t.PID)

@@ -12,7 +12,9 @@ import (
 // The seams between helpers and the system. The live world, the dry-run recorder and the
 // deterministic test world each implement them; helpers never touch the system directly.
 
-// Processes acts on processes. Check applies the safety floor without acting.
+// Processes acts on processes. Check applies the safety floor without acting; Kill and
+// KillTree apply it themselves (helpers do not Check before a kill) and answer a refusal
+// with an error wrapping proc.ErrRefused.
 type Processes interface {
 	Check(t proc.Target) error
 	Kill(ctx context.Context, t proc.Target) (int, error)

@@ -133,6 +133,9 @@ func (w *World) Check(t proc.Target) error {
 }
 
 func (w *World) kill(op string, t proc.Target) (int, error) {
+	if err := w.Check(t); err != nil {
+		return -1, err // as the live actuator, which applies the floor itself
+	}
 	w.effect("%s %d", op, t.PID)
 	if w.killed[t.PID] {
 		return 1, nil // already dead
