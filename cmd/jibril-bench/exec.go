@@ -22,9 +22,8 @@ import (
 )
 
 const (
-	execVictims   = 300 // measured victims per path (>= 300)
-	execRounds    = 4   // alternating rounds per path, to spread load bursts over both
-	execWarmup    = 10  // victims per round not measured (pools, page cache, branch predictors)
+	execVictims   = 2000 // measured victims per path: 20 above the p99, which then holds from run to run
+	execWarmup    = 20   // victims per path not measured (pools, page cache, branch predictors)
 	victimTimeout = 5 * time.Second
 )
 
@@ -65,8 +64,8 @@ type execKill struct {
 
 // benchExecToKill measures exec → victim dead through the whole daemon path (sensors,
 // process table, enrichment, engine.Handle, a JS reaction calling KillCurrent, pidfd kill)
-// and through a minimal tracer (sensors' exec channel → pidfd_send_signal), in alternating
-// rounds of the same run, and draws both distributions into svgPath.
+// and through a minimal tracer (sensors' exec channel → pidfd_send_signal), both attached at
+// once with their victims alternating one by one, and draws both distributions into svgPath.
 func benchExecToKill(ctx context.Context, o options, svgPath string) (map[string]float64, []string, error) {
 	if err := needKernel(); err != nil {
 		return nil, nil, err
@@ -83,12 +82,16 @@ func benchExecToKill(ctx context.Context, o options, svgPath string) (map[string
 			return nil, nil, err
 		}
 	}
-	base := "victim-" + tok
-	victim := filepath.Join(bin, base)
-	if err := copyFile("/bin/sleep", victim, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("copy the victim binary: %w", err)
+	// One victim binary per path, so that both paths stay attached and their victims alternate
+	// one by one: a burst of load on the machine then lands on both alike.
+	base, tracerBase := "victim-"+tok, "vbase-"+tok
+	victim, tracerVictim := filepath.Join(bin, base), filepath.Join(bin, tracerBase)
+	for _, v := range []string{victim, tracerVictim} {
+		if err := copyFile("/bin/sleep", v, 0o755); err != nil {
+			return nil, nil, fmt.Errorf("copy the victim binary: %w", err)
+		}
 	}
-	victimID, err := bpf.FileIDOf(victim)
+	tracerID, err := bpf.FileIDOf(tracerVictim)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -117,21 +120,48 @@ func benchExecToKill(ctx context.Context, o options, svgPath string) (map[string
 		return nil, nil, fmt.Errorf("expected the one bench recipe, loaded %v", rig.set.Names())
 	}
 
-	per := execVictims / execRounds
+	n := execVictims
 	if o.quick {
-		per = 15
+		n = 60
 	}
+	// Each path's exec reader wakes at once only for its own victim, as the daemon's wakes
+	// for the names its recipes watch (SetExecWakeup); other execs wait for the flush.
+	f, err := rig.feed(ctx, bpf.Config{Sensors: bpf.SensorProc, RealtimeExecReader: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.stop()
+	if err := f.sensors.SetExecWakeup(false, []string{base}); err != nil {
+		return nil, nil, err
+	}
+	tr, err := startTracer(ctx, tracerID, tracerBase)
+	if err != nil {
+		return nil, nil, fmt.Errorf("baseline tracer: %w", err)
+	}
+	defer tr.close()
 	var jib, base0 execKill
 	var conv []float64 // |recovered - true| kernel time of the baseline's events, µs
-	for round := range execRounds {
-		if err := baselineRound(ctx, victim, victimID, per, &base0, &conv); err != nil {
-			return nil, nil, fmt.Errorf("baseline tracer: %w", err)
+	for i := range execWarmup + n {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
 		}
-		if err := jibrilRound(ctx, rig, pr, tp, victim, per, &jib); err != nil {
-			return nil, nil, fmt.Errorf("jibril path: %w", err)
+		measure := i >= execWarmup
+		// Alternate which path goes first, so that neither always follows the other's kill.
+		for k := range 2 {
+			if (i+k)%2 == 0 {
+				err = jibrilOne(rig, pr, tp, victim, measure, &jib)
+			} else {
+				err = tr.one(tracerVictim, measure, &base0, &conv)
+			}
+			if err != nil {
+				return nil, nil, err
+			}
 		}
-		fmt.Fprintf(os.Stderr, "bench: exec-to-kill round %d: jibril %d, baseline %d samples\n", round+1, len(jib.us), len(base0.us))
+		if (i+1)%500 == 0 {
+			fmt.Fprintf(os.Stderr, "bench: exec-to-kill: %d victims per path\n", i+1)
+		}
 	}
+	jib.lossExec, base0.lossExec = lossOf(f.sensors), lossOf(tr.s)
 	if len(jib.us) == 0 || len(base0.us) == 0 {
 		return nil, nil, fmt.Errorf("no samples (jibril %d, baseline %d)", len(jib.us), len(base0.us))
 	}
@@ -264,56 +294,55 @@ func lossOf(s *bpf.Sensors) uint64 {
 	return st.Lost + st.Dropped
 }
 
-func jibrilRound(ctx context.Context, rig *engineRig, pr *payloads, tp *timedProc, victim string, n int, out *execKill) error {
-	f, err := rig.feed(ctx, bpf.Config{Sensors: bpf.SensorProc, RealtimeExecReader: true})
+// jibrilOne runs one victim of the jibril path and records it when measure is set.
+func jibrilOne(rig *engineRig, pr *payloads, tp *timedProc, victim string, measure bool, out *execKill) error {
+	reactions := rig.eng.Stats().Reactions
+	off := wallMinusMono()
+	pid, dead, killed, err := victimRun(victim)
 	if err != nil {
 		return err
 	}
-	defer f.stop()
-	for i := range execWarmup + n {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		reactions := rig.eng.Stats().Reactions
-		off := wallMinusMono()
-		pid, dead, killed, err := victimRun(victim)
-		if err != nil {
-			return err
-		}
-		kt, at, seen := pr.ktimeOf(pid, off, time.Second)
-		// Let the worker finish (transcript, audit) so that victims do not overlap.
-		for end := time.Now().Add(2 * time.Second); rig.eng.Stats().Reactions == reactions && time.Now().Before(end); {
-			time.Sleep(200 * time.Microsecond)
-		}
-		if i < execWarmup {
-			continue
-		}
-		switch {
-		case !killed:
-			out.missed++
-		case !seen:
-			out.unseen++
-		default:
-			out.us = append(out.us, float64(dead-kt)/1000)
-			out.toGo = append(out.toGo, float64(at-kt)/1000)
-			out.toKill = append(out.toKill, float64(tp.last.Load()-kt)/1000)
-		}
+	kt, at, seen := pr.ktimeOf(pid, off, time.Second)
+	// Let the worker finish (transcript, audit) so that victims do not overlap.
+	for end := time.Now().Add(2 * time.Second); rig.eng.Stats().Reactions == reactions && time.Now().Before(end); {
+		time.Sleep(200 * time.Microsecond)
 	}
-	out.lossExec += lossOf(f.sensors)
+	if !measure {
+		return nil
+	}
+	switch {
+	case !killed:
+		out.missed++
+	case !seen:
+		out.unseen++
+	default:
+		out.us = append(out.us, float64(dead-kt)/1000)
+		out.toGo = append(out.toGo, float64(at-kt)/1000)
+		out.toKill = append(out.toKill, float64(tp.last.Load()-kt)/1000)
+	}
 	return nil
 }
 
-// baselineRound is the minimal tracer: the same sensors, and on the victim's exec event a
+// tracer is the baseline: the same sensors, and on its victim's exec event a
 // pidfd_send_signal(SIGKILL), with no process table, enrichment, engine or sandbox.
-func baselineRound(ctx context.Context, victim string, id bpf.FileID, n int, out *execKill, conv *[]float64) error {
+type tracer struct {
+	s    *bpf.Sensors
+	hits chan hit
+	done chan struct{}
+}
+
+func startTracer(ctx context.Context, id bpf.FileID, comm string) (*tracer, error) {
 	s, err := bpf.Open(ctx, bpf.Config{Sensors: bpf.SensorProc, RealtimeExecReader: true})
 	if err != nil {
-		return fmt.Errorf("attach the sensors: %w", err)
+		return nil, fmt.Errorf("attach the sensors: %w", err)
 	}
-	hits := make(chan hit, 64)
-	done := make(chan struct{})
+	if err := s.SetExecWakeup(false, []string{comm}); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	t := &tracer{s: s, hits: make(chan hit, 64), done: make(chan struct{})}
 	go func() {
-		defer close(done)
+		defer close(t.done)
 		for {
 			select {
 			case ev, ok := <-s.Exec():
@@ -329,7 +358,7 @@ func baselineRound(ctx context.Context, victim string, id bpf.FileID, n int, out
 					unix.Close(fd)
 				}
 				select {
-				case hits <- hit{int(ev.TGID), int64(ev.Ktime), ev.Time.UnixNano(), at}:
+				case t.hits <- hit{int(ev.TGID), int64(ev.Ktime), ev.Time.UnixNano(), at}:
 				default:
 				}
 			case _, ok := <-s.Fork():
@@ -343,36 +372,39 @@ func baselineRound(ctx context.Context, victim string, id bpf.FileID, n int, out
 			}
 		}
 	}()
-	defer func() { _ = s.Close(); <-done }()
-	for i := range execWarmup + n {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		off := wallMinusMono()
-		pid, dead, killed, err := victimRun(victim)
-		if err != nil {
-			return err
-		}
-		h, seen := waitHit(hits, pid, time.Second)
-		if seen {
-			// The jibril path recovers the kernel time from the event's wall stamp: check
-			// here, where both are known, how far off that recovery is.
-			*conv = append(*conv, float64(abs64(h.wall-off-h.ktime))/1000)
-		}
-		if i < execWarmup {
-			continue
-		}
-		switch {
-		case !killed:
-			out.missed++
-		case !seen:
-			out.unseen++
-		default:
-			out.us = append(out.us, float64(dead-h.ktime)/1000)
-			out.toGo = append(out.toGo, float64(h.at-h.ktime)/1000)
-		}
+	return t, nil
+}
+
+func (t *tracer) close() {
+	_ = t.s.Close()
+	<-t.done
+}
+
+// one runs one victim of the baseline and records it when measure is set.
+func (t *tracer) one(victim string, measure bool, out *execKill, conv *[]float64) error {
+	off := wallMinusMono()
+	pid, dead, killed, err := victimRun(victim)
+	if err != nil {
+		return err
 	}
-	out.lossExec += lossOf(s)
+	h, seen := waitHit(t.hits, pid, time.Second)
+	if seen {
+		// The jibril path recovers the kernel time from the event's wall stamp: check
+		// here, where both are known, how far off that recovery is.
+		*conv = append(*conv, float64(abs64(h.wall-off-h.ktime))/1000)
+	}
+	if !measure {
+		return nil
+	}
+	switch {
+	case !killed:
+		out.missed++
+	case !seen:
+		out.unseen++
+	default:
+		out.us = append(out.us, float64(dead-h.ktime)/1000)
+		out.toGo = append(out.toGo, float64(h.at-h.ktime)/1000)
+	}
 	return nil
 }
 

@@ -188,17 +188,30 @@ func openStorm(args []string) error {
 	var count uint64
 	fdcwd := unix.AT_FDCWD
 	atFDCWD := uintptr(fdcwd)
+	// The descriptors are closed a batch at a time with one close_range(2): the storm measures
+	// the sensors' opens, and a close per open would spend a third of the generator's time.
+	const batch = 64
+	var first uintptr
 	for i := start; ; i++ {
 		if i&255 == 0 && time.Now().After(end) {
 			break
 		}
-		fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(paths[i%n])),
+		// RawSyscall: an open of a cached file does not block, so the Go scheduler need not
+		// hear of it (entersyscall/exitsyscall cost the generator ~5 % per open).
+		fd, _, errno := unix.RawSyscall6(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(paths[i%n])),
 			uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
 		if errno != 0 {
 			return fmt.Errorf("open: %w", errno)
 		}
-		unix.Close(int(fd))
+		if count%batch == 0 {
+			first = fd
+		}
 		count++
+		if count%batch == 0 {
+			if _, _, errno := unix.RawSyscall(unix.SYS_CLOSE_RANGE, first, fd, 0); errno != 0 {
+				return fmt.Errorf("close_range: %w", errno)
+			}
+		}
 	}
 	fmt.Println(count)
 	return nil
