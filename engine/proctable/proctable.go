@@ -134,7 +134,7 @@ func (e *entry) live(now time.Time) bool {
 // New returns an empty table.
 func New(o Options) *Table {
 	t := &Table{root: o.ProcRoot, max: o.Max, exitedTTL: o.ExitedTTL, maxDepth: o.MaxDepth,
-		now: o.Now, procs: map[int32]*entry{}, neg: map[int32]time.Time{}}
+		now: o.Now, procs: map[int32]*entry{}, neg: map[int32]time.Time{}, clk: newClock()}
 	if t.root == "" {
 		t.root = DefaultProcRoot
 	}

@@ -456,3 +456,17 @@ func TestConcurrentReadersOneWriter(t *testing.T) {
 		t.Errorf("table size %d outside (0, 64]", n)
 	}
 }
+
+// The clock carried by the runtime's monotonic reading must agree with clock_gettime.
+func TestClockMonoToWall(t *testing.T) {
+	c := newClock()
+	time.Sleep(20 * time.Millisecond)
+	mono := uint64(clockNs(unix.CLOCK_MONOTONIC))
+	got, want := c.monoToWall(mono), clock{}.monoToWall(mono)
+	if d := got.Sub(want); d < -50*time.Microsecond || d > 50*time.Microsecond {
+		t.Fatalf("monoToWall: carried clock %v, clock_gettime %v (off by %v)", got, want, d)
+	}
+	if !c.monoToWall(0).IsZero() {
+		t.Fatal("monoToWall(0) must be the zero time")
+	}
+}
