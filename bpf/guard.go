@@ -79,26 +79,36 @@ func (s *Sensors) linkState(l link.Link) LinkState {
 // progName finds the name of one of our programs by id ("" when it is not ours).
 func (s *Sensors) progName(id ebpf.ProgramID) string {
 	if p := s.progByID(id); p != nil {
-		if info, err := p.Info(); err == nil {
-			return info.Name
-		}
+		return s.progIDs[id].name
 	}
 	return ""
 }
 
+// progByID finds a program of ours by its kernel ID. The IDs and names are read once (each
+// Info is a /proc fdinfo read) and kept: the watchdog asks for every link every second.
+// s.mu is held.
 func (s *Sensors) progByID(id ebpf.ProgramID) *ebpf.Program {
-	for _, c := range s.colls {
-		for _, p := range c.Programs {
-			info, err := p.Info()
-			if err != nil {
-				continue
-			}
-			if pid, ok := info.ID(); ok && pid == id {
-				return p
+	if s.progIDs == nil {
+		s.progIDs = map[ebpf.ProgramID]progRef{}
+		for _, c := range s.colls {
+			for _, p := range c.Programs {
+				info, err := p.Info()
+				if err != nil {
+					continue
+				}
+				if pid, ok := info.ID(); ok {
+					s.progIDs[pid] = progRef{p, info.Name}
+				}
 			}
 		}
 	}
-	return nil
+	return s.progIDs[id].prog
+}
+
+// progRef is one of our programs as the watchdog finds it by ID.
+type progRef struct {
+	prog *ebpf.Program
+	name string
 }
 
 // Reattach attaches every detached cgroup link again, with the same program on the same
