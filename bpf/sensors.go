@@ -173,8 +173,10 @@ type Sensors struct {
 	clock wallClock
 
 	colls   []*ebpf.Collection
+	progIDs map[ebpf.ProgramID]progRef // our programs by kernel ID, built on first use (guard.go)
 	links   []link.Link
 	readers []*ringbuf.Reader
+	wakes   []*os.File // per reader: its ring on the Go netpoller (pollLoop); nil for readLoop
 	wg      sync.WaitGroup
 
 	exec chan ExecEvent
@@ -252,9 +254,9 @@ func Open(ctx context.Context, cfg Config) (*Sensors, error) {
 
 // flushLoop delivers the batched records: every FlushInterval it flushes the
 // readers whose ring holds data (a memory read, no system call), and refreshes
-// the wall clock. The readers otherwise sleep in epoll_wait until the kernel
-// wakes them, so an idle daemon makes no periodic system calls: each one after
-// an idle spell would wake the Go runtime's sysmon into 20 µs polling.
+// the wall clock. The readers otherwise wait until the kernel wakes them, so an
+// idle daemon makes no periodic system calls: each one after an idle spell
+// would wake the Go runtime's sysmon into 20 µs polling.
 func (s *Sensors) flushLoop() {
 	defer close(s.flushing)
 	t := time.NewTicker(s.cfg.FlushInterval)
@@ -266,8 +268,13 @@ func (s *Sensors) flushLoop() {
 		case <-t.C:
 		}
 		s.clock.refresh()
-		for _, r := range s.readers {
-			if r.AvailableBytes() > 0 {
+		for i, r := range s.readers {
+			if r.AvailableBytes() == 0 {
+				continue
+			}
+			if w := s.wakes[i]; w != nil {
+				_ = w.SetReadDeadline(pastDeadline()) // ends pollLoop's wait
+			} else {
 				_ = r.Flush() // fails only once the reader is closed
 			}
 		}
@@ -419,6 +426,7 @@ func (s *Sensors) openProc() error {
 		return err
 	}
 	s.colls = append(s.colls, coll)
+	s.progIDs = nil
 	s.links = append(s.links, links...)
 	s.lost = append(s.lost, coll.Maps["lost"])
 	s.killMap = coll.Maps["kill_on_exec"]
@@ -452,6 +460,7 @@ func (s *Sensors) openFile() error {
 		return err
 	}
 	s.colls = append(s.colls, coll)
+	s.progIDs = nil
 	s.links = append(s.links, links...)
 	s.lost = append(s.lost, coll.Maps["lost"])
 	s.prefixMap = coll.Maps["prefixes"]
@@ -482,6 +491,7 @@ func (s *Sensors) openNet() error {
 		return err
 	}
 	s.colls = append(s.colls, coll)
+	s.progIDs = nil
 	s.links = append(s.links, links...)
 	s.lost = append(s.lost, coll.Maps["lost"])
 	for _, p := range coll.Programs {
@@ -532,6 +542,7 @@ func (s *Sensors) openDNS() error {
 		return err
 	}
 	s.colls = append(s.colls, coll)
+	s.progIDs = nil
 	s.lost = append(s.lost, coll.Maps["lost"])
 	l, err := link.AttachCgroup(link.CgroupOptions{
 		Path:    path,
@@ -576,8 +587,21 @@ func (s *Sensors) startReader(m *ebpf.Map, handle func([]byte), realtime bool) e
 	if err != nil {
 		return fmt.Errorf("ring buffer reader of %s: %w", m.String(), err)
 	}
+	var wake *os.File
+	if !realtime {
+		if wake, err = pollable(m); err != nil {
+			s.attached = append(s.attached, fmt.Sprintf("%s reader: waits in epoll_wait (%v)", m.String(), err))
+		} else {
+			r.SetDeadline(pastDeadline()) // ReadInto never waits: pollLoop waits on the netpoller
+		}
+	}
 	s.readers = append(s.readers, r)
+	s.wakes = append(s.wakes, wake)
 	s.wg.Add(1)
+	if wake != nil {
+		go s.pollLoop(r, wake, handle)
+		return nil
+	}
 	sched := make(chan error, 1)
 	go s.readLoop(r, handle, realtime, sched)
 	if realtime {
@@ -590,8 +614,10 @@ func (s *Sensors) startReader(m *ebpf.Map, handle func([]byte), realtime bool) e
 	return nil
 }
 
-// readLoop drains one ring. Batched producers do not wake it: flushLoop does.
-// A full channel holds it back (send).
+// readLoop drains one ring, waiting for records in epoll_wait: the realtime
+// exec reader, whose thread the kernel wakes itself (no netpoller hop).
+// Batched producers do not wake it: flushLoop does. A full channel holds it
+// back (send).
 func (s *Sensors) readLoop(r *ringbuf.Reader, handle func([]byte), realtime bool, sched chan<- error) {
 	defer s.wg.Done()
 	if realtime {
@@ -619,6 +645,61 @@ func (s *Sensors) readLoop(r *ringbuf.Reader, handle func([]byte), realtime bool
 				return
 			case <-time.After(s.cfg.FlushInterval):
 			}
+		}
+	}
+}
+
+// pastDeadline is a deadline that has passed: it makes a wait return at once.
+func pastDeadline() time.Time { return time.Unix(1, 0) }
+
+// pollable returns the ring's descriptor registered with the Go netpoller (a
+// duplicate, non-blocking), or an error when the kernel cannot poll it so.
+func pollable(m *ebpf.Map) (*os.File, error) {
+	fd, err := unix.FcntlInt(uintptr(m.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate the ring's descriptor: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("make the ring's descriptor non-blocking: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), m.String())
+	if err := f.SetReadDeadline(time.Time{}); err != nil { // fails when not on the netpoller
+		f.Close()
+		return nil, fmt.Errorf("ring descriptor not pollable: %w", err)
+	}
+	return f, nil
+}
+
+// pollLoop drains one ring and waits for its next records on the Go netpoller:
+// the goroutine parks, holding no thread in a system call. A kernel wake-up or
+// flushLoop's deadline on wake ends the wait. A full channel holds it back
+// (send). Close closes wake, which ends the loop; the reader is closed after.
+func (s *Sensors) pollLoop(r *ringbuf.Reader, wake *os.File, handle func([]byte)) {
+	defer s.wg.Done()
+	rc, err := wake.SyscallConn()
+	if err != nil {
+		return
+	}
+	var rec ringbuf.Record
+	for {
+		for { // what the ring holds; ReadInto's deadline has passed, so it never waits
+			err := r.ReadInto(&rec)
+			if err != nil {
+				if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+					return
+				}
+				break // drained
+			}
+			handle(rec.RawSample)
+		}
+		err := rc.Read(func(uintptr) bool { return r.AvailableBytes() > 0 })
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			_ = wake.SetReadDeadline(time.Time{})
+		default:
+			return // wake closed
 		}
 	}
 }
@@ -798,12 +879,26 @@ func (s *Sensors) Close() error {
 		if err := closeLinks(s.links); err != nil {
 			errs = append(errs, err)
 		}
-		for _, r := range s.readers {
-			if err := r.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close ring reader: %w", err))
+		// Poll loops end when their wake closes, and read their rings until then: their
+		// readers close after them. Blocking readers end when their reader closes.
+		closeReaders := func(polled bool) {
+			for i, r := range s.readers {
+				if (s.wakes[i] != nil) != polled {
+					continue
+				}
+				if err := r.Close(); err != nil {
+					errs = append(errs, fmt.Errorf("close ring reader: %w", err))
+				}
 			}
 		}
+		for _, w := range s.wakes {
+			if w != nil {
+				w.Close()
+			}
+		}
+		closeReaders(false)
 		s.wg.Wait()
+		closeReaders(true)
 		close(s.exec)
 		close(s.fork)
 		close(s.exit)

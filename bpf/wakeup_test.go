@@ -142,7 +142,10 @@ func newWakeProbe(t *testing.T, s *Sensors) *wakeProbe {
 	if len(s.readers) != 1 || len(s.colls) != 1 {
 		t.Fatalf("want the proc sensor alone, have %d readers", len(s.readers))
 	}
-	if err := s.readers[0].Close(); err != nil {
+	if w := s.wakes[0]; w != nil {
+		w.Close() // ends the poll loop, which reads nothing more once it has returned
+		s.wg.Wait()
+	} else if err := s.readers[0].Close(); err != nil {
 		t.Fatal(err)
 	}
 	rb := s.colls[0].Maps["proc_rb"]
