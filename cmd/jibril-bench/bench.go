@@ -348,26 +348,32 @@ const method = `
 - **nftables**: in a throwaway network namespace: one element add with a timeout and its flush,
   repeated; then 100 000 addresses in chunks of 1 000 per flush, counted back.
 - **exec → kill** (cmd/jibril-bench/exec.go): the daemon's code path in the bench process,
-  without the CLI: bpf.Open (proc sensor, exec ring reader on SCHED_FIFO), engine.Feed (process
-  table, enrichment), engine.Handle, and one recipe scoped to a copy of /bin/sleep in a temp
-  directory whose JS reaction calls KillCurrent, acting through the live process actuator (pidfd
-  kill behind the safety floor; audit rows in a real SQLite store). 300 victims, started one
-  after the other with a pidfd (clone), each waited for until dead: the time is from the exec
-  event's kernel timestamp (bpf_ktime_get_ns, CLOCK_MONOTONIC) to the moment poll(2) on the
-  victim's pidfd returns (CLOCK_MONOTONIC). The jibril path reads the kernel time back from the
-  detection's timestamp (the sensors stamp kernel time + the realtime-monotonic offset); the note
-  says how close that recovery is, checked on the baseline's events where both are known. The
-  **baseline** is a minimal tracer on the same sensors: on the victim's exec event (matched by
-  inode) pidfd_open + pidfd_send_signal(SIGKILL), nothing else. Both run in alternating rounds
-  (four rounds each, baseline then jibril; 10 warm-up victims per round not counted).
-  [bench/latency.svg](bench/latency.svg) draws both distributions.
+  without the CLI: bpf.Open (proc sensor, exec ring reader on SCHED_FIFO, woken at once only for
+  the names the recipe watches, as the daemon's), engine.Feed (process table, enrichment),
+  engine.Handle, and one recipe scoped to a copy of /bin/sleep in a temp directory whose JS
+  reaction calls KillCurrent, acting through the live process actuator (pidfd kill behind the
+  safety floor; audit rows in a real SQLite store). Victims are started one after the other with a
+  pidfd (clone), each waited for until dead: the time is from the exec event's kernel timestamp
+  (bpf_ktime_get_ns, CLOCK_MONOTONIC) to the moment poll(2) on the victim's pidfd returns
+  (CLOCK_MONOTONIC). The jibril path reads the kernel time back from the detection's timestamp
+  (the sensors stamp kernel time + the realtime-monotonic offset); the note says how close that
+  recovery is, checked on the baseline's events where both are known. The **baseline** is a
+  minimal tracer on sensors of its own: on its victim's exec event (a second copy of /bin/sleep,
+  matched by inode; its reader woken at once only for that name) pidfd_open +
+  pidfd_send_signal(SIGKILL), nothing else. Both paths stay attached for the whole run and their
+  victims alternate one by one (which goes first swaps each pair), so that a burst of load on the
+  machine lands on both alike: 2 000 victims per path, after 20 warm-up victims each; the p99 then
+  has 20 samples above it. [bench/latency.svg](bench/latency.svg) draws both distributions.
 - **Ingest** (cmd/jibril-bench/ingest.go): proc and file sensors with the in-kernel path filter
   on the storm's directory only, engine.Feed and engine.Handle with the built-in library loaded
-  (reactions act on recorders). Generator processes (2 per CPU) open and close 64 files of that
-  directory as fast as they can for 5 s. Events/s is the file events Go received (sensor Stats)
-  divided by the time from the storm's start to the last event received; lost is ring-buffer loss
-  plus channel drops; handled is what engine.Handle evaluated in the same time (the feed drops
-  what it cannot take, so that the readers never stall). The baseline is the same generators for 2 s with no sensor attached.
+  (reactions act on recorders). Generator processes (2 per CPU) open 64 files of that directory
+  round-robin as fast as they can for 5 s (openat by raw system call, descriptors closed 64 at a
+  time with close_range(2): the storm is of opens). Events/s is the file events Go received
+  (sensor Stats) divided by the time from the storm's start to the last event received; lost is
+  ring-buffer loss plus channel drops (a full channel holds its ring reader back, so loss happens
+  only in the kernel, when the ring is full); handled is what engine.Handle evaluated in the same
+  time (engine.WantsFile turns away the events no recipe can match before enrichment: the storm's
+  64 paths concern none). The baseline is the same generators for 2 s with no sensor attached.
 - **Storms** (cmd/jibril-bench/daemon.go): ` + "`jibril run --config C --no-metrics --state-dir TMP`" + `
   under ` + "`nsenter --net=`" + ` in a network namespace the bench creates, with the built-in library and
   every default sensor; C only switches crypto_miner_binary (the one recipe enforced out of the
