@@ -72,8 +72,11 @@ type Config struct {
 	CgroupPath string
 	// NoResolvePaths disables filling FileEvent.AbsPath from /proc.
 	NoResolvePaths bool
-	// RealtimeExecReader runs the exec ring reader on a SCHED_FIFO thread:
-	// it cuts the exec->event p99 (CFS wake-up placement).
+	// RealtimeExecReader runs the exec ring reader on its own SCHED_FIFO
+	// thread, blocked in epoll_wait. Otherwise it parks on the Go netpoller
+	// like the other readers, which measured faster from exec to kill (that
+	// thread held a P in a system call: the runtime retook it, and the reader
+	// then waited for a P after each wake-up) and lets sysmon sleep.
 	RealtimeExecReader bool
 
 	// rawTPOnly skips tp_btf, for tests of the raw_tp fallback.

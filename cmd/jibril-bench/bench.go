@@ -348,11 +348,11 @@ const method = `
 - **nftables**: in a throwaway network namespace: one element add with a timeout and its flush,
   repeated; then 100 000 addresses in chunks of 1 000 per flush, counted back.
 - **exec → kill** (cmd/jibril-bench/exec.go): the daemon's code path in the bench process,
-  without the CLI: bpf.Open (proc sensor, exec ring reader on SCHED_FIFO, woken at once only for
-  the names the recipe watches, as the daemon's), engine.Feed (process table, enrichment),
-  engine.Handle, and one recipe scoped to a copy of /bin/sleep in a temp directory whose JS
-  reaction calls KillCurrent, acting through the live process actuator (pidfd kill behind the
-  safety floor; audit rows in a real SQLite store). Victims are started one after the other with a
+  without the CLI: bpf.Open (proc sensor with the daemon's defaults: the exec ring reader on the
+  Go netpoller, woken at once only for the names the recipe watches), engine.Feed (process
+  table, enrichment), engine.Handle, and one recipe scoped to a copy of /bin/sleep in a temp
+  directory whose JS reaction calls KillCurrent, acting through the live process actuator (pidfd
+  kill behind the safety floor; audit rows in a real SQLite store). Victims are started one after the other with a
   pidfd (clone), each waited for until dead: the time is from the exec event's kernel timestamp
   (bpf_ktime_get_ns, CLOCK_MONOTONIC) to the moment poll(2) on the victim's pidfd returns
   (CLOCK_MONOTONIC). The jibril path reads the kernel time back from the detection's timestamp

@@ -126,7 +126,7 @@ func benchExecToKill(ctx context.Context, o options, svgPath string) (map[string
 	}
 	// Each path's exec reader wakes at once only for its own victim, as the daemon's wakes
 	// for the names its recipes watch (SetExecWakeup); other execs wait for the flush.
-	f, err := rig.feed(ctx, bpf.Config{Sensors: bpf.SensorProc, RealtimeExecReader: true})
+	f, err := rig.feed(ctx, bpf.Config{Sensors: bpf.SensorProc})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -332,7 +332,7 @@ type tracer struct {
 }
 
 func startTracer(ctx context.Context, id bpf.FileID, comm string) (*tracer, error) {
-	s, err := bpf.Open(ctx, bpf.Config{Sensors: bpf.SensorProc, RealtimeExecReader: true})
+	s, err := bpf.Open(ctx, bpf.Config{Sensors: bpf.SensorProc})
 	if err != nil {
 		return nil, fmt.Errorf("attach the sensors: %w", err)
 	}

@@ -87,8 +87,7 @@ func benchIngest(ctx context.Context, o options) (map[string]float64, []string, 
 		return nil, nil, err
 	}
 	defer rig.close()
-	f, err := rig.feed(ctx, bpf.Config{Sensors: bpf.SensorProc | bpf.SensorFile, FilePrefixes: []string{storm + "/"},
-		RealtimeExecReader: true})
+	f, err := rig.feed(ctx, bpf.Config{Sensors: bpf.SensorProc | bpf.SensorFile, FilePrefixes: []string{storm + "/"}})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -86,7 +86,7 @@ type engineConfig struct {
 }
 
 type sensorsConfig struct {
-	RealtimeExec bool `koanf:"realtime_exec"` // exec ring reader on SCHED_FIFO (lower exec→reaction p99)
+	RealtimeExec bool `koanf:"realtime_exec"` // exec ring reader on its own SCHED_FIFO thread in epoll_wait (needs CAP_SYS_NICE)
 	File         bool `koanf:"file"`
 	Net          bool `koanf:"net"`
 	DNS          bool `koanf:"dns"`
@@ -109,7 +109,7 @@ func defaultDaemonConfig(stateDir string) daemonConfig {
 		Protect:       protectConfig{MinPID: 500},
 		Limits:        limitsConfig{Timeout: lim.Timeout, Memory: printer.ByteSize(lim.MemoryBytes), HelperCalls: lim.HelperCalls},
 		Engine:        engineConfig{Queue: 1024, Instances: 4},
-		Sensors:       sensorsConfig{RealtimeExec: true, File: true, Net: true, DNS: true, FileRingBytes: 4 << 20},
+		Sensors:       sensorsConfig{File: true, Net: true, DNS: true, FileRingBytes: 4 << 20},
 		ReloadEvery:   time.Second,
 		Loss:          lossConfig{Every: 10 * time.Second, Threshold: 1000, Action: "alert"},
 		Confine:       confineConfig{Enabled: true, Landlock: true},

@@ -33,7 +33,6 @@ func startupCaps() []struct{ name, why string } {
 		{"CAP_SYS_ADMIN", "fanotify_init(FAN_CLASS_CONTENT) for prevent: deny; the BPF LSM and fentry probes"},
 		{"CAP_NET_ADMIN", "cgroup_skb programs, nftables"},
 		{"CAP_DAC_OVERRIDE", "the cgroup_skb probe makes a child cgroup (cgroup roots may be mode 0555)"},
-		{"CAP_SYS_NICE", "SCHED_FIFO for the exec ring reader"},
 		{"CAP_SYS_RESOURCE", "memlock on kernels that still charge BPF memory to it"},
 		{"CAP_SETPCAP", "dropping the start-up capabilities from the bounding set"},
 		{"CAP_KILL", "kept: signals to other users' processes"},
@@ -154,9 +153,9 @@ RestrictSUIDSGID=yes
 LockPersonality=yes
 RemoveIPC=yes
 # Not MemoryDenyWriteExecute: wazero compiles reactions' WebAssembly to native code.
-# Not RestrictRealtime: the exec ring reader runs on SCHED_FIFO.
 MemoryDenyWriteExecute=no
-RestrictRealtime=no
+# sensors.realtime_exec needs CAP_SYS_NICE in the bounding set and RestrictRealtime=no.
+RestrictRealtime=yes
 # netlink for nftables, unix for sd_notify, inet for webhooks and metrics.
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 SystemCallArchitectures=native

@@ -20,7 +20,8 @@ type Kept struct {
 //   - CAP_SYS_ADMIN: fanotify_init(FAN_CLASS_CONTENT) and setns. The daemon creates its
 //     fanotify group before confining (inode marks on a privileged group need no
 //     capability), and netblock dials without setns in its own namespace.
-//   - CAP_SYS_NICE: the exec ring reader's thread is put on SCHED_FIFO at start.
+//   - CAP_SYS_NICE, only with sensors.realtime_exec: the exec ring reader's thread is put on
+//     SCHED_FIFO at start.
 //   - CAP_SYS_RESOURCE, CAP_IPC_LOCK: memlock is not charged on memcg kernels.
 func DaemonCaps() []Kept {
 	return []Kept{
