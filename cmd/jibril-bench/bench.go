@@ -53,13 +53,13 @@ var figures = []figure{
 	{"ingest_handled_per_s", "/s", "of those, events engine.Handle evaluated per second (the rest concern no recipe: engine.WantsFile turns them away first)", ""},
 	{"ingest_generator_opens_per_s", "/s", "the generators' opens per second during the storm (sensors attached)", "baseline_ingest_opens_per_s"},
 	{"baseline_ingest_opens_per_s", "/s", "baseline: the same generators with no sensor attached", ""},
-	{"exec_storm_overhead_pct", "%", "wall time of a storm of /bin/true execs with `jibril run` (built-in library) running vs not (median of the rounds)", ""},
+	{"exec_storm_overhead_pct", "%", "a fork+exec+wait of /bin/true with `jibril run` (built-in library) running vs not: per round, the ratio of the median execs; the median of the rounds", ""},
 	{"exec_storm_cpu_overhead_pct", "%", "CPU time the exec storm itself used (its thread and children) with the daemon vs without", ""},
 	{"exec_storm_us_p50", "µs", "one fork+exec+wait of /bin/true with the daemon running (median)", "baseline_exec_storm_us_p50"},
 	{"exec_storm_us_p99", "µs", "same, 99th percentile", "baseline_exec_storm_us_p99"},
 	{"baseline_exec_storm_us_p50", "µs", "baseline: the same without the daemon (median)", ""},
 	{"baseline_exec_storm_us_p99", "µs", "baseline: same, 99th percentile", ""},
-	{"open_storm_overhead_pct", "%", "wall time of an open+close storm on files in /tmp with the daemon running vs not (median of the rounds)", ""},
+	{"open_storm_overhead_pct", "%", "1 000 open+close pairs on files in /tmp with the daemon running vs not: per round, the ratio of the median batches; the median of the rounds", ""},
 	{"open_storm_cpu_overhead_pct", "%", "CPU time the open storm's thread used with the daemon vs without", ""},
 	{"open_storm_ns_p50", "ns", "one open+close with the daemon running (median over batches of 1000)", "baseline_open_storm_ns_p50"},
 	{"open_storm_ns_p99", "ns", "same, 99th percentile", "baseline_open_storm_ns_p99"},
@@ -380,9 +380,11 @@ const method = `
   box) to dry-run, so that the daemon cannot kill other people's processes on a shared machine.
   Each round runs 2 000 fork+exec+wait of /bin/true from Go, then 150 000 open+close pairs on 64
   files in /tmp (timed in batches of 1 000), once with the daemon running and once without; fifteen
-  rounds alternate which comes first. The wall-time overhead is the median of the rounds' ratios
-  (a burst of other load in one round moves it less than the ratio of sums, which the note
-  gives); the CPU-time overhead compares the CPU the storms themselves used (their thread, plus
+  rounds alternate which comes first. A round's overhead is the ratio of its median exec (or
+  batch of opens) with the daemon to the median without, and the figure is the median of the
+  rounds: on this VM a round's wall time moved by up to ±30 % with other load, which the medians
+  of 2 000 execs barely feel (the note gives every round's wall-time overhead too, their median
+  and the ratio of the summed times); the CPU-time overhead compares the CPU the storms themselves used (their thread, plus
   the exec'd children: getrusage), which other load barely moves while the sensors' programs,
   running in the storm's context, still count. The daemon's VmRSS is read right after each
   round's exec storm; the figure is the largest.

@@ -150,7 +150,7 @@ func benchDaemon(ctx context.Context, o options, jibrilBin string) (map[string]f
 			with[r].openT.Round(time.Millisecond), without[r].openT.Round(time.Millisecond), rss[r])
 	}
 	var we, wo, oe, oo, wce, wco, oce, oco time.Duration
-	var ewith, ewo, owith, owo, execPct, openPct []float64
+	var ewith, ewo, owith, owo, execPct, openPct, wallExec, wallOpen []float64
 	var perRound []string
 	for i := range with {
 		we, wo = we+with[i].execT, wo+without[i].execT
@@ -159,9 +159,14 @@ func benchDaemon(ctx context.Context, o options, jibrilBin string) (map[string]f
 		oce, oco = oce+with[i].openCPU, oco+without[i].openCPU
 		ewith, ewo = appendUS(ewith, with[i].exec, 1), appendUS(ewo, without[i].exec, 1)
 		owith, owo = appendUS(owith, with[i].open, openBatch), appendUS(owo, without[i].open, openBatch)
-		execPct = append(execPct, pct(with[i].execT, without[i].execT))
-		openPct = append(openPct, pct(with[i].openT, without[i].openT))
-		perRound = append(perRound, fmt.Sprintf("%+.1f/%+.1f", execPct[i], openPct[i]))
+		// A round's overhead compares its typical operation with and without the daemon
+		// (medians), so that a burst of other load in one half moves it little; the rounds'
+		// wall-time ratios are in the note.
+		execPct = append(execPct, pct(medianOf(with[i].exec), medianOf(without[i].exec)))
+		openPct = append(openPct, pct(medianOf(with[i].open), medianOf(without[i].open)))
+		wallExec = append(wallExec, pct(with[i].execT, without[i].execT))
+		wallOpen = append(wallOpen, pct(with[i].openT, without[i].openT))
+		perRound = append(perRound, fmt.Sprintf("%+.1f/%+.1f (wall %+.1f/%+.1f)", execPct[i], openPct[i], wallExec[i], wallOpen[i]))
 	}
 	res := map[string]float64{
 		"exec_storm_overhead_pct":     median(execPct),
@@ -179,10 +184,20 @@ func benchDaemon(ctx context.Context, o options, jibrilBin string) (map[string]f
 		"daemon_rss_mib":              maxOf(rss),
 		"daemon_startup_ms_p50":       1000 * quantileOf(secondsOf(startups), 0.5),
 	}
-	notes := []string{fmt.Sprintf("storms: %d rounds of %d execs and %d opens, with/without the daemon alternating which goes first; wall-time overhead per round (exec/open, %%): %s (the figures are the medians; over the summed times: %+.1f/%+.1f); the storms' own CPU time: exec %s with / %s without, open %s / %s; daemon RSS per round (MiB): %s (last: %s)",
-		rounds, execs, opens, strings.Join(perRound, ", "), pct(we, wo), pct(oe, oo),
+	notes := []string{fmt.Sprintf("storms: %d rounds of %d execs and %d opens, with/without the daemon alternating which goes first; overhead per round of the median operation (exec/open, %%), with the round's wall-time overhead: %s (the figures are the medians of the rounds: %+.1f/%+.1f; of the wall-time overheads: %+.1f/%+.1f; over the summed times: %+.1f/%+.1f); the storms' own CPU time: exec %s with / %s without, open %s / %s; daemon RSS per round (MiB): %s (last: %s)",
+		rounds, execs, opens, strings.Join(perRound, ", "), median(execPct), median(openPct), median(wallExec), median(wallOpen), pct(we, wo), pct(oe, oo),
 		wce.Round(time.Millisecond), wco.Round(time.Millisecond), oce.Round(time.Millisecond), oco.Round(time.Millisecond), joinF(rss), rssSplit)}
 	return res, notes, nil
+}
+
+// medianOf is the median of d.
+func medianOf(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 func pct(with, without time.Duration) float64 {
