@@ -455,3 +455,44 @@ func execStorm(b *testing.B, mode, tru string) (storm, reader, prog float64) {
 	reader = float64(self1.Utime.Nano()+self1.Stime.Nano()-self0.Utime.Nano()-self0.Stime.Nano()) / 1e3 / n
 	return storm, reader, prog
 }
+
+// TestBatchedWakeupOncePerBand checks that batched records wake the ring's
+// readers once per WakeupBytes produced, not on every record once the backlog
+// is past WakeupBytes: with the reader held back, that woke the producer's CPU
+// with an inter-processor interrupt per record. The Go reader is stopped, so
+// the backlog only grows; other processes' records count in it as well.
+func TestBatchedWakeupOncePerBand(t *testing.T) {
+	const band = 16 << 10
+	cfg := quietProc(time.Hour)
+	cfg.WakeupBytes = band
+	s := openSensors(t, cfg)
+	p := newWakeProbe(t, s)
+	if err := s.SetExecWakeup(false, []string{"jibril-other"}); err != nil {
+		t.Fatal(err)
+	}
+	bat, _ := testNames()
+	exe := copyExe(t, "/bin/true", t.TempDir(), bat)
+	p.woken() // forget what came before
+	start := p.ring.AvailableBytes()
+	wakes, past := 0, 0
+	for i := 0; i < 400 && p.ring.AvailableBytes()-start < 12*band; i++ {
+		runExec(t, exec.Command(exe))
+		if p.woken() {
+			wakes++
+		}
+		if p.ring.AvailableBytes()-start > band {
+			past++ // execs with the backlog past WakeupBytes
+		}
+	}
+	bands := (p.ring.AvailableBytes() - start) / band
+	t.Logf("%d bytes produced (%d bands), %d wake-ups, %d execs past the first band", p.ring.AvailableBytes()-start, bands, wakes, past)
+	if bands < 4 {
+		t.Fatalf("only %d bands produced: the execs' records are smaller than assumed", bands)
+	}
+	if wakes == 0 {
+		t.Error("no wake-up although the backlog crossed WakeupBytes several times")
+	}
+	if wakes > bands+2 || wakes >= past {
+		t.Errorf("%d wake-ups for %d bands crossed (%d execs past the first): a wake-up per record", wakes, bands, past)
+	}
+}
