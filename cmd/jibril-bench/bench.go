@@ -51,6 +51,7 @@ var figures = []figure{
 	{"ingest_events_per_s", "/s", "file-open storm: file events received by Go and handed to engine.Handle (built-in library)", "ingest_generator_opens_per_s"},
 	{"ingest_lost", "", "file events lost in the ring buffer (a full channel holds the reader back) + dropped at shutdown, during the storm", ""},
 	{"ingest_handled_per_s", "/s", "of those, events engine.Handle evaluated per second (the rest concern no recipe: engine.WantsFile turns them away first)", ""},
+	{"ingest_go_cpu_ns_per_event", "ns", "CPU time the Go side (ring readers, feed, engine) used during the storm, per file event received (getrusage of the bench process)", ""},
 	{"ingest_generator_opens_per_s", "/s", "the generators' opens per second during the storm (sensors attached)", "baseline_ingest_opens_per_s"},
 	{"baseline_ingest_opens_per_s", "/s", "baseline: the same generators with no sensor attached", ""},
 	{"exec_storm_overhead_pct", "%", "a fork+exec+wait of /bin/true with `jibril run` (built-in library) running vs not: per round, the ratio of the median execs; the median of the rounds", ""},

@@ -94,6 +94,7 @@ func benchIngest(ctx context.Context, o options) (map[string]float64, []string, 
 	defer f.stop()
 
 	s0, e0 := f.sensors.Stats()["file"], rig.eng.Stats()
+	cpu0 := selfCPU()
 	t0 := time.Now()
 	gen, err := generate(ctx, self, storm, procs, dur)
 	if err != nil {
@@ -116,6 +117,7 @@ func benchIngest(ctx context.Context, o options) (map[string]float64, []string, 
 		}
 	}
 	s1, e1 := f.sensors.Stats()["file"], rig.eng.Stats()
+	cpu := selfCPU() - cpu0
 	recv := s1.Received - s0.Received
 	lost := (s1.Lost - s0.Lost) + (s1.Dropped - s0.Dropped)
 	secs := t1.Sub(t0).Seconds()
@@ -126,9 +128,21 @@ func benchIngest(ctx context.Context, o options) (map[string]float64, []string, 
 		"ingest_generator_opens_per_s": float64(gen) / dur.Seconds(),
 		"baseline_ingest_opens_per_s":  float64(alone) / baseDur.Seconds(),
 	}
+	if recv > 0 {
+		res["ingest_go_cpu_ns_per_event"] = float64(cpu.Nanoseconds()) / float64(recv)
+	}
 	notes := []string{fmt.Sprintf("ingest: %d generator processes, %d opens in %s (%.0f/s; %.0f/s with no sensor), Go received %d file events (%d lost in the ring, %d dropped at the channel, %d missed by recursion) in %.2f s including the drain; engine.Handle ran on %d events, %d detections",
 		procs, gen, dur, float64(gen)/dur.Seconds(), float64(alone)/baseDur.Seconds(), recv, s1.Lost-s0.Lost, s1.Dropped-s0.Dropped, s1.Missed-s0.Missed, secs, e1.Events-e0.Events, e1.Detections-e0.Detections)}
 	return res, notes, nil
+}
+
+// selfCPU is the CPU time this process has used, every thread (not its children).
+func selfCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // generate runs procs open-storm processes for d and returns the opens they made.
