@@ -78,6 +78,38 @@ func (r *rec) raw(n int) []byte {
 }
 func (r *rec) str(n int) string { return cstring(r.raw(n)) }
 
+// strIn is str through an interner (nil: str).
+func (r *rec) strIn(in *interner, n int) string {
+	b := r.raw(n)
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return in.str(b)
+}
+
+// interner hands out one string per distinct byte sequence it has seen, up to internMax of
+// them: a stream's comms and paths repeat, and each event would otherwise allocate its own
+// copies (and the collector find them). Not safe for concurrent use: one per reader.
+type interner struct{ m map[string]string }
+
+// internMax bounds an interner: at most 4096 strings of at most 256 bytes.
+const internMax = 4096
+
+func (in *interner) str(b []byte) string {
+	if in == nil {
+		return string(b)
+	}
+	if s, ok := in.m[string(b)]; ok { // the lookup does not allocate
+		return s
+	}
+	s := string(b)
+	if in.m == nil || len(in.m) >= internMax {
+		in.m = make(map[string]string, 256) // a stream of distinct strings starts over
+	}
+	in.m[s] = s
+	return s
+}
+
 func cstring(b []byte) string {
 	if i := bytes.IndexByte(b, 0); i >= 0 {
 		b = b[:i]
@@ -203,7 +235,7 @@ func decodeExit(b []byte, wall func(uint64) time.Time) (ExitEvent, error) {
 var kernelOps = [...]Op{1: OpOpen, 2: OpTruncate, 3: OpUnlink, 4: OpRmdir, 5: OpRename,
 	6: OpLink, 7: OpSymlink, 8: OpMkdir, 9: OpChmod, 10: OpChown}
 
-func decodeFile(b []byte, wall func(uint64) time.Time) (FileEvent, error) {
+func decodeFile(b []byte, wall func(uint64) time.Time, in *interner) (FileEvent, error) {
 	r, flags, kt, err := header(b, fileSize1)
 	if err != nil {
 		return FileEvent{}, err
@@ -227,12 +259,12 @@ func decodeFile(b []byte, wall func(uint64) time.Time) (FileEvent, error) {
 	e.Mode = r.u32()
 	e.Owner = r.u32()
 	e.Group = r.u32()
-	e.Comm = r.str(taskCommLen)
+	e.Comm = r.strIn(in, taskCommLen)
 	r.u32() // path1_bits
-	e.Path = r.str(pathCap)
+	e.Path = r.strIn(in, pathCap)
 	if len(b) >= fileSize2 {
 		r.u32() // path2_bits
-		e.Path2 = r.str(pathCap)
+		e.Path2 = r.strIn(in, pathCap)
 	}
 	e.Relative = flags&fileRel1 != 0
 	e.Relative2 = flags&fileRel2 != 0

@@ -3,11 +3,13 @@ package bpf
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -213,7 +215,7 @@ func TestDecodeFile(t *testing.T) {
 			l.putB(b, "comm", []byte("cat"))
 			l.putB(b, "path1", []byte(tc.p1))
 			l.putB(b, "path2", []byte(tc.p2))
-			e, err := decodeFile(b[:tc.size], fixedWall)
+			e, err := decodeFile(b[:tc.size], fixedWall, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -231,7 +233,7 @@ func TestDecodeFile(t *testing.T) {
 	}
 	b := l.record(kindFile, 0, 1)
 	l.put32(b, "op", 99)
-	if _, err := decodeFile(b, fixedWall); err == nil {
+	if _, err := decodeFile(b, fixedWall, nil); err == nil {
 		t.Error("unknown op accepted")
 	}
 }
@@ -369,5 +371,29 @@ func TestNames(t *testing.T) {
 		if tc.got != tc.want {
 			t.Errorf("got %q want %q", tc.got, tc.want)
 		}
+	}
+}
+
+func TestInterner(t *testing.T) {
+	var in interner
+	b := []byte("/etc/passwd")
+	s1 := in.str(b)
+	b[1] = 'X' // the interned string must not alias the record
+	if s1 != "/etc/passwd" {
+		t.Fatalf("interned string changed with its record: %q", s1)
+	}
+	s2 := in.str([]byte("/etc/passwd"))
+	if unsafe.StringData(s1) != unsafe.StringData(s2) {
+		t.Error("the same bytes gave two strings")
+	}
+	for i := range internMax + 1 {
+		in.str(fmt.Appendf(nil, "/p/%d", i))
+	}
+	if len(in.m) > internMax {
+		t.Errorf("interner holds %d strings, bound %d", len(in.m), internMax)
+	}
+	var none *interner
+	if got := none.str([]byte("x")); got != "x" {
+		t.Errorf("nil interner: %q", got)
 	}
 }

@@ -22,6 +22,7 @@ import (
 // (the ring buffer reuses its memory); every string is NUL-free and within its C buffer;
 // lengths, ops, families and addresses are in range.
 func FuzzDecodeRecord(f *testing.F) {
+	var in interner // shared by the inputs: interned strings must never alias a record
 	f.Fuzz(func(t *testing.T, b []byte) {
 		orig := bytes.Clone(b)
 		if kind, err := recordKind(b); err == nil {
@@ -34,7 +35,12 @@ func FuzzDecodeRecord(f *testing.F) {
 				decodeTwice(t, b, decodeExit, checkExit)
 			}
 		}
-		decodeTwice(t, b, decodeFile, checkFile)
+		decodeTwice(t, b, func(b []byte, wall func(uint64) time.Time) (FileEvent, error) {
+			return decodeFile(b, wall, nil)
+		}, checkFile)
+		decodeTwice(t, b, func(b []byte, wall func(uint64) time.Time) (FileEvent, error) {
+			return decodeFile(b, wall, &in)
+		}, checkFile)
 		decodeTwice(t, b, decodeNet, checkNet)
 		decodeTwice(t, b, decodeDNS, checkDNSRecord)
 		for _, trunc := range []bool{false, true} {

@@ -175,12 +175,14 @@ type Sensors struct {
 	cfg   Config
 	clock wallClock
 
-	colls   []*ebpf.Collection
-	progIDs map[ebpf.ProgramID]progRef // our programs by kernel ID, built on first use (guard.go)
-	links   []link.Link
-	readers []*ringbuf.Reader
-	wakes   []*os.File // per reader: its ring on the Go netpoller (pollLoop); nil for readLoop
-	wg      sync.WaitGroup
+	colls []*ebpf.Collection
+	// fileStrings interns the file events' comms and paths (the file reader's alone).
+	fileStrings interner
+	progIDs     map[ebpf.ProgramID]progRef // our programs by kernel ID, built on first use (guard.go)
+	links       []link.Link
+	readers     []*ringbuf.Reader
+	wakes       []*os.File // per reader: its ring on the Go netpoller (pollLoop); nil for readLoop
+	wg          sync.WaitGroup
 
 	exec chan ExecEvent
 	fork chan ForkEvent
@@ -756,7 +758,7 @@ func (s *Sensors) handleProc(b []byte) {
 }
 
 func (s *Sensors) handleFile(b []byte) {
-	e, err := decodeFile(b, s.clock.wall)
+	e, err := decodeFile(b, s.clock.wall, &s.fileStrings)
 	if err != nil {
 		s.counters[streamFile].malformed.Add(1)
 		return
