@@ -25,8 +25,10 @@ const (
 	execSize    = 1632
 	forkSize    = 56
 	exitSize    = 48
-	fileSize1   = 356 // one path
+	fileSize1   = 356 // one path, at most: the record ends with the path's NUL
 	fileSize2   = 616 // two paths
+	filePath1   = 100 // offset of path1
+	fileSizeMin = filePath1 + 1
 	netSize     = 104
 	dnsSize     = 584
 	pathCap     = 256
@@ -236,7 +238,7 @@ var kernelOps = [...]Op{1: OpOpen, 2: OpTruncate, 3: OpUnlink, 4: OpRmdir, 5: Op
 	6: OpLink, 7: OpSymlink, 8: OpMkdir, 9: OpChmod, 10: OpChown}
 
 func decodeFile(b []byte, wall func(uint64) time.Time, in *interner) (FileEvent, error) {
-	r, flags, kt, err := header(b, fileSize1)
+	r, flags, kt, err := header(b, fileSizeMin)
 	if err != nil {
 		return FileEvent{}, err
 	}
@@ -261,7 +263,7 @@ func decodeFile(b []byte, wall func(uint64) time.Time, in *interner) (FileEvent,
 	e.Group = r.u32()
 	e.Comm = r.strIn(in, taskCommLen)
 	r.u32() // path1_bits
-	e.Path = r.strIn(in, pathCap)
+	e.Path = r.strIn(in, min(pathCap, len(b)-filePath1))
 	if len(b) >= fileSize2 {
 		r.u32() // path2_bits
 		e.Path2 = r.strIn(in, pathCap)

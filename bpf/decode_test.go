@@ -87,6 +87,9 @@ func TestRecordSizes(t *testing.T) {
 			t.Errorf("struct %s: C size %d, Go expects %d", tc.name, l.st.Size, tc.size)
 		}
 	}
+	if got := structOf(t, loadBpfFile, "file_event").off("path1"); got != filePath1 {
+		t.Errorf("file_event path1 offset: C %d, Go %d", got, filePath1)
+	}
 	if got := structOf(t, loadBpfFile, "file_event").off("path2_bits"); got != fileSize1 {
 		t.Errorf("file_event one-path size: C %d, Go %d", got, fileSize1)
 	}
@@ -197,6 +200,8 @@ func TestDecodeFile(t *testing.T) {
 	}{
 		{"openat rw creat trunc", 1, fileMatch, unix.O_RDWR | unix.O_CREAT | unix.O_TRUNC, "/etc/x", "", fileSize1, OpOpen, []Op{OpOpen, OpCreate, OpWrite, OpTruncate}},
 		{"openat read", 1, 0, unix.O_RDONLY, "/etc/x", "", fileSize1, OpOpen, []Op{OpOpen}},
+		{"ends with the path's NUL", 1, 0, unix.O_RDONLY, "/etc/x", "", filePath1 + len("/etc/x") + 1, OpOpen, []Op{OpOpen}},
+		{"ends with the path", 1, 0, unix.O_RDONLY, "/etc/x", "", filePath1 + len("/etc/x"), OpOpen, []Op{OpOpen}},
 		{"O_TMPFILE", 1, 0, unix.O_TMPFILE | unix.O_WRONLY, "/tmp", "", fileSize1, OpOpen, []Op{OpOpen, OpCreate, OpWrite}},
 		{"rename", 5, fileRel2, 0, "/a", "b", fileSize2, OpRename, []Op{OpRename}},
 		{"unlink", 3, 0, 0, "/a", "", fileSize1, OpUnlink, []Op{OpUnlink}},
@@ -230,6 +235,9 @@ func TestDecodeFile(t *testing.T) {
 				t.Errorf("Actions() = %v, want %v", got, tc.actions)
 			}
 		})
+	}
+	if _, err := decodeFile(make([]byte, fileSizeMin-1), fixedWall, nil); err == nil {
+		t.Error("a record without its path accepted")
 	}
 	b := l.record(kindFile, 0, 1)
 	l.put32(b, "op", 99)

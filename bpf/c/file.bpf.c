@@ -421,8 +421,15 @@ static __always_inline int file_call(long nr, const struct sysargs *sa, int raw)
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 
-	u64 size = p2 != NA ? sizeof(*e)
-			    : __builtin_offsetof(struct file_event, path2_bits);
+	// A one-path record ends with its path's NUL: paths are mostly far shorter
+	// than PATH_CAP, and a storm copied (and read back) the rest for every event.
+	u64 size = sizeof(*e);
+	if (p2 == NA) {
+		u64 n = (e->path1_bits >> 3) + 1;
+		if (n > PATH_CAP)
+			n = PATH_CAP;
+		size = __builtin_offsetof(struct file_event, path1) + n;
+	}
 	if (bpf_ringbuf_output(&file_rb, e, size,
 			       band_wakeup(c, bpf_ringbuf_query(&file_rb, BPF_RB_PROD_POS), size)) < 0)
 		COUNT_LOST(STREAM_FILE);
