@@ -16,6 +16,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/jibril-rt/jibril/engine/kclock"
 )
 
 // SensorSet selects the kernel programs to load.
@@ -918,16 +920,18 @@ func (s *Sensors) Close() error {
 }
 
 // wallClock converts CLOCK_MONOTONIC (bpf_ktime_get_ns) to wall time. The
-// offset is refreshed by the readers so that clock steps are followed.
-type wallClock struct{ off atomic.Int64 }
+// offset is refreshed at every flush so that clock steps are followed, without
+// a system call (kclock).
+type wallClock struct {
+	off  atomic.Int64
+	mono kclock.Mono // set by the first refresh, in Open
+}
 
 func (c *wallClock) refresh() {
-	var mono, real unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) != nil ||
-		unix.ClockGettime(unix.CLOCK_REALTIME, &real) != nil {
-		return
+	if c.mono.IsZero() {
+		c.mono = kclock.New()
 	}
-	c.off.Store(real.Nano() - mono.Nano())
+	c.off.Store(c.mono.WallOffset())
 }
 
 func (c *wallClock) wall(kt uint64) time.Time {

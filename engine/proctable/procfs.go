@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/jibril-rt/jibril/engine/kclock"
 	"github.com/jibril-rt/jibril/engine/procfs"
 )
 
@@ -203,25 +204,13 @@ func readProc(procRoot string, proc procfs.ProcFS, pid int32, clk clock) (*Proc,
 // clock converts between the kernel clocks: bpf start times are CLOCK_MONOTONIC ns
 // (task->start_time), /proc/PID/stat field 22 counts USER_HZ ticks of CLOCK_BOOTTIME
 // (task->start_boottime). Offsets are read at each conversion so suspends and clock steps
-// are followed. CLOCK_MONOTONIC is read once, at creation, and carried forward by the Go
-// runtime's monotonic clock (the same clock, through the vDSO): the exec path converts a
-// start time per event, and clock_gettime(2) is a system call in x/sys/unix.
-type clock struct {
-	base     time.Time // with its monotonic reading; zero: read the clocks every time
-	baseMono int64     // CLOCK_MONOTONIC ns at base
-}
+// are followed; CLOCK_MONOTONIC is carried by kclock (the exec path converts a start time
+// per event).
+type clock struct{ mono kclock.Mono }
 
-func newClock() clock {
-	return clock{base: time.Now(), baseMono: clockNs(unix.CLOCK_MONOTONIC)}
-}
+func newClock() clock { return clock{mono: kclock.New()} }
 
-func clockNs(id int32) int64 {
-	var ts unix.Timespec
-	if unix.ClockGettime(id, &ts) != nil {
-		return 0
-	}
-	return ts.Nano()
-}
+func clockNs(id int32) int64 { return kclock.Read(id) }
 
 // bootTicksToMono converts stat field 22 to CLOCK_MONOTONIC ns (10 ms resolution).
 func (clock) bootTicksToMono(ticks uint64) uint64 {
@@ -245,12 +234,5 @@ func (c clock) monoToWall(ns uint64) time.Time {
 	if ns == 0 || ns > 1<<62 {
 		return time.Time{}
 	}
-	var off int64
-	if c.base.IsZero() {
-		off = clockNs(unix.CLOCK_REALTIME) - clockNs(unix.CLOCK_MONOTONIC)
-	} else {
-		now := time.Now()
-		off = now.UnixNano() - (c.baseMono + int64(now.Sub(c.base)))
-	}
-	return time.Unix(0, int64(ns)+off)
+	return time.Unix(0, int64(ns)+c.mono.WallOffset())
 }

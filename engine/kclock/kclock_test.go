@@ -1,0 +1,24 @@
+package kclock
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The carried clock must agree with clock_gettime, a while after its reading.
+func TestWallOffset(t *testing.T) {
+	m := New()
+	time.Sleep(30 * time.Millisecond)
+	for _, tc := range []struct {
+		name string
+		m    Mono
+	}{{"carried", m}, {"zero: read every time", Mono{}}} {
+		got := tc.m.WallOffset()
+		want := Read(unix.CLOCK_REALTIME) - Read(unix.CLOCK_MONOTONIC)
+		if d := time.Duration(got - want); d < -100*time.Microsecond || d > 100*time.Microsecond {
+			t.Errorf("%s: offset %d, clock_gettime gives %d (off by %v)", tc.name, got, want, d)
+		}
+	}
+}
