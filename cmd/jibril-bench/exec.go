@@ -307,20 +307,27 @@ func jibrilOne(rig *engineRig, pr *payloads, tp *timedProc, victim string, measu
 	for end := time.Now().Add(2 * time.Second); rig.eng.Stats().Reactions == reactions && time.Now().Before(end); {
 		time.Sleep(200 * time.Microsecond)
 	}
-	if !measure {
-		return nil
-	}
-	switch {
-	case !killed:
-		out.missed++
-	case !seen:
-		out.unseen++
-	default:
-		out.us = append(out.us, float64(dead-kt)/1000)
-		out.toGo = append(out.toGo, float64(at-kt)/1000)
+	if measure && out.add(killed, seen, kt, at, dead) {
 		out.toKill = append(out.toKill, float64(tp.last.Load()-kt)/1000)
 	}
 	return nil
+}
+
+// add records one measured victim, and reports whether it has times (killed, and its
+// exec seen by the path): kt the exec's kernel time, at when the path had the event, dead
+// when the victim was seen dead (CLOCK_MONOTONIC ns).
+func (k *execKill) add(killed, seen bool, kt, at, dead int64) bool {
+	switch {
+	case !killed:
+		k.missed++
+	case !seen:
+		k.unseen++
+	default:
+		k.us = append(k.us, float64(dead-kt)/1000)
+		k.toGo = append(k.toGo, float64(at-kt)/1000)
+		return true
+	}
+	return false
 }
 
 // tracer is the baseline: the same sensors, and on its victim's exec event a
@@ -393,17 +400,8 @@ func (t *tracer) one(victim string, measure bool, out *execKill, conv *[]float64
 		// here, where both are known, how far off that recovery is.
 		*conv = append(*conv, float64(abs64(h.wall-off-h.ktime))/1000)
 	}
-	if !measure {
-		return nil
-	}
-	switch {
-	case !killed:
-		out.missed++
-	case !seen:
-		out.unseen++
-	default:
-		out.us = append(out.us, float64(dead-h.ktime)/1000)
-		out.toGo = append(out.toGo, float64(h.at-h.ktime)/1000)
+	if measure {
+		out.add(killed, seen, h.ktime, h.at, dead)
 	}
 	return nil
 }
