@@ -234,6 +234,8 @@ func (inv *invocation) dispatch(in *qjs.Instance, h helper, args []string) any {
 		err = inv.deny(h.cap)
 	} else if r, ok, aerr := inv.env.answer(h.name, args); ok {
 		res, err = r, aerr
+	} else if !inv.env.World.equips(h.cap) {
+		err = fmt.Errorf("%s: this world has nothing to act through for %s", h.name, h.cap)
 	} else {
 		res, err = h.fn(inv, args)
 	}

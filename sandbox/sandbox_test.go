@@ -305,3 +305,35 @@ func TestCompileErrors(t *testing.T) {
 		})
 	}
 }
+
+// A world built without a seam answers the helpers that act through it with an error, as a
+// refusal would: the reaction goes on, and nothing fails inside the host call.
+func TestHelpersOfAMissingSeamFail(t *testing.T) {
+	h := newHost(t)
+	src := `function process(d) {
+  Info("stat=" + Stat("/etc/hostname") + " " + Errno());
+  Info("hash=" + HashFile("/etc/hostname") + " " + Errno());
+  Info("read=" + ReadFile("/etc/hostname") + " " + Errno());
+  Info("set=" + DataSet("k", "v") + " " + Errno());
+  Info("kill=" + KillCurrent() + " " + Errno());
+  Info("block=" + NetBlockDomain() + " " + Errno());
+}`
+	p := compile(t, h, src, Limits{})
+	env, _ := newEnv(t, "jibril")
+	env.World = World{TempRoot: env.World.TempRoot}
+	tr := p.Run(context.Background(), env, "u", []byte(testEvent))
+	if tr.Status != StatusOK {
+		t.Fatalf("%s %+v", tr.Status, tr.Error)
+	}
+	for i, want := range []string{"stat=null Stat: this world has nothing to act through for fs.read",
+		"hash= HashFile: this world has nothing to act through for fs.read",
+		"read= ReadFile: this world has nothing to act through for fs.read",
+		"set=-1 DataSet: this world has nothing to act through for store",
+		"kill=-1 KillCurrent: this world has nothing to act through for process.kill",
+		"block=-1 NetBlockDomain: this world has nothing to act through for net.block.domain"} {
+		if i >= len(tr.Logs) || tr.Logs[i].Msg != want {
+			t.Errorf("log %d: got %+v, want %q", i, tr.Logs, want)
+			break
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/jibril-rt/jibril/recipes/policy"
 	"github.com/jibril-rt/jibril/sandbox/proc"
 )
 
@@ -83,4 +84,25 @@ type World struct {
 	Evidence Evidence
 	Power    Power
 	TempRoot string // CreateTempDir makes directories here
+}
+
+// equips reports whether the world has the seam the helpers of capability c act through. A
+// world built without one (a bench's, a tool's) answers those helpers with an error rather
+// than failing inside the host call.
+func (w World) equips(c string) bool {
+	switch c {
+	case policy.CapProcessKill, policy.CapProcessFreeze:
+		return w.Proc != nil
+	case policy.CapNetBlockIP, policy.CapNetBlockDomain:
+		return w.Net != nil
+	case policy.CapFSRead, policy.CapFSWrite, policy.CapTempdir:
+		return w.Files != nil
+	case policy.CapStore:
+		return w.Store != nil
+	case policy.CapEvidence:
+		return w.Evidence != nil
+	case policy.CapPower:
+		return w.Power != nil
+	}
+	return true
 }
