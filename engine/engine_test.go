@@ -525,7 +525,8 @@ func TestWantsFileIndexAgreesWithEveryMatcher(t *testing.T) {
 	paths := []string{"/etc/passwd", "/srv/passwd", "passwd", "/etc/shadow", "/etc//shadow", "/etc/shadow/x",
 		"/var/lib/app", "/var/lib/app/db", "/var/lib/application", "/var/lib", "/x", "/",
 		"/home/u/.ssh/authorized_keys", "/home/u/.ssh/known_hosts", "/tmp/a.log", "/tmp/a.txt",
-		"/opt/x", "/data/y", "/off/z", "/tmp/../etc/shadow", "rel/path", ""}
+		"/opt/x", "/data/y", "/off/z", "/tmp/../etc/shadow", "rel/path", "passwd/", "dir/passwd/", "passwd//",
+		"/etc/passwd/", "/var/lib/app/", ""}
 	actions := [][]string{{"open"}, {"open", "read"}, {"open", "write"}, {"unlink"}, {"rename"},
 		{"open", "create", "write"}, {"truncate"}, {"read"}, {"write"}}
 	wanted := 0

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"path"
 	"strings"
 
 	"github.com/jibril-rt/jibril/engine/lexpath"
@@ -77,7 +78,8 @@ func (x *fileIndex) wants(p string, mask uint32) bool {
 		}
 		return false
 	}
-	if ask(x.always) || ask(x.paths.get(p)) || ask(x.bases.get(p[strings.LastIndexByte(p, '/')+1:])) {
+	// path.Base as the matchers take it: a relative path keeps a trailing slash ("dir/").
+	if ask(x.always) || ask(x.paths.get(p)) || ask(x.bases.get(path.Base(p))) {
 		return true
 	}
 	if !strings.HasPrefix(p, "/") {
