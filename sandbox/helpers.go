@@ -440,19 +440,26 @@ func gone(err error) (result any, done bool, rest error) {
 
 // disarm applies the policy's circuit breaker to a kill or block target.
 func (inv *invocation) disarm(target string) error {
+	_, err := inv.hold(target)
+	return err
+}
+
+// hold is disarm for an action the world may still turn down: release forgets the target
+// when it did (see policy.Breaker.Hold).
+func (inv *invocation) hold(target string) (release func(), err error) {
 	b := inv.env.Breaker
 	if b == nil {
-		return nil
+		return func() {}, nil
 	}
-	ok, tripped := b.Check(target)
+	ok, tripped, release := b.Hold(target)
 	if ok {
-		return nil
+		return release, nil
 	}
 	if tripped {
 		inv.t.Alerts = append(inv.t.Alerts, Alert{Importance: "critical",
 			Msg: fmt.Sprintf("recipe %s disarmed: too many distinct targets (%s)", inv.p.r.Recipe, inv.env.Policy.Limits.Disarm)})
 	}
-	return &denial{msg: fmt.Sprintf("disarmed: more than %s distinct targets", inv.env.Policy.Limits.Disarm), outcome: "disarmed"}
+	return release, &denial{msg: fmt.Sprintf("disarmed: more than %s distinct targets", inv.env.Policy.Limits.Disarm), outcome: "disarmed"}
 }
 
 func hKill(scope string) func(inv *invocation, args []string) (any, error) {
@@ -461,13 +468,21 @@ func hKill(scope string) func(inv *invocation, args []string) (any, error) {
 		if r, done, err := gone(err); done {
 			return r, err
 		}
-		if err := inv.disarm("pid:" + strconv.Itoa(t.PID)); err != nil {
+		release, err := inv.hold("pid:" + strconv.Itoa(t.PID))
+		if err != nil {
 			return nil, err
 		}
+		kill := inv.env.World.Proc.Kill
 		if scope == "tree" {
-			return inv.env.World.Proc.KillTree(inv.ctx, t)
+			kill = inv.env.World.Proc.KillTree
 		}
-		return inv.env.World.Proc.Kill(inv.ctx, t)
+		n, err := kill(inv.ctx, t)
+		// The actuator applies the floor and finds exited targets (no Check before the
+		// breaker): those were not acted on, and must not count towards disarming the recipe.
+		if n == 1 || errors.Is(err, proc.ErrRefused) {
+			release()
+		}
+		return n, err
 	}
 }
 

@@ -337,3 +337,31 @@ func TestHelpersOfAMissingSeamFail(t *testing.T) {
 		}
 	}
 }
+
+// Targets the safety floor refuses are not acted on, and must not disarm the recipe: a
+// stream of them would otherwise switch its real kills off for the window.
+func TestRefusedKillsDoNotDisarm(t *testing.T) {
+	h := newHost(t)
+	src := `function process(d) {
+  for (var pid = 1; pid <= 5; pid++) Info("pid" + pid + "=" + KillProcess(pid) + " " + Errno());
+  Info("current=" + KillCurrent() + " " + Errno());
+}`
+	p := compile(t, h, src, Limits{})
+	env, rec := newEnv(t, "jibril")
+	env.Breaker = policy.NewBreaker(policy.Disarm{MaxTargets: 2, Per: time.Minute}, nil)
+	tr := p.Run(context.Background(), env, "u", []byte(testEvent))
+	if tr.Status != StatusOK {
+		t.Fatalf("%s %+v", tr.Status, tr.Error)
+	}
+	for i := 0; i < 5; i++ {
+		if i >= len(tr.Logs) || !strings.Contains(tr.Logs[i].Msg, "refused by safety floor") {
+			t.Fatalf("log %d: %+v, want a refusal", i, tr.Logs)
+		}
+	}
+	if len(tr.Logs) < 6 || !strings.HasPrefix(tr.Logs[5].Msg, "current=0 ") { // Errno keeps the last error
+		t.Fatalf("the kill of the event's process after five refusals: %+v", tr.Logs)
+	}
+	if got := strings.Join(rec.Recorded(), ";"); got != "Kill 4242" {
+		t.Fatalf("recorded effects %q, want the one kill", got)
+	}
+}

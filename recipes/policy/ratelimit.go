@@ -88,25 +88,41 @@ func (b *Breaker) Allow(target string) bool {
 // Check is Allow that also reports whether this very call tripped the
 // breaker, so the caller raises one alert per trip rather than one per refusal.
 func (b *Breaker) Check(target string) (allowed, justTripped bool) {
+	allowed, justTripped, _ = b.Hold(target)
+	return allowed, justTripped
+}
+
+// Hold is Check that can be taken back: when the action does not happen after all (the
+// safety floor refused the target, or it had already exited), release forgets the target
+// again if this call counted it, so that only targets acted on count towards the breaker
+// and a stream of refused targets cannot disarm a recipe.
+func (b *Breaker) Hold(target string) (allowed, justTripped bool, release func()) {
+	release = func() {}
 	if b.disarm.Off() {
-		return true, false
+		return true, false, release
 	}
 	now := b.clock.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.expire(now)
 	if _, ok := b.seen[target]; ok {
-		return true, false
+		return true, false, release
 	}
 	if b.tripped {
-		return false, false
+		return false, false, release
 	}
 	if len(b.seen) >= b.disarm.MaxTargets {
 		b.tripped, b.trippedAt = true, now
-		return false, true
+		return false, true, release
 	}
 	b.seen[target] = now
-	return true, false
+	return true, false, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if at, ok := b.seen[target]; ok && at.Equal(now) {
+			delete(b.seen, target)
+		}
+	}
 }
 
 // Tripped reports whether the breaker is refusing new targets.

@@ -219,3 +219,24 @@ func TestBreakerConcurrent(t *testing.T) {
 		t.Errorf("allowed %d distinct targets and tripped %d times, want 10 and 1", ok.Load(), trips.Load())
 	}
 }
+
+// A held target that was not acted on after all is forgotten; one counted earlier is not.
+func TestBreakerHoldRelease(t *testing.T) {
+	b := NewBreaker(Disarm{MaxTargets: 2, Per: time.Minute}, newFakeClock())
+	if !b.Allow("pid:700") {
+		t.Fatal("first target refused")
+	}
+	for _, target := range []string{"pid:1", "pid:2", "pid:3", "pid:700"} {
+		ok, _, release := b.Hold(target)
+		if !ok {
+			t.Fatalf("%s refused: released targets must not count", target)
+		}
+		release()
+	}
+	if !b.Allow("pid:701") || b.Tripped() {
+		t.Fatal("a second acted-on target refused after released ones")
+	}
+	if ok, tripped := b.Check("pid:702"); ok || !tripped {
+		t.Fatalf("third acted-on target: allowed=%v justTripped=%v; pid:700 must still count", ok, tripped)
+	}
+}
