@@ -264,13 +264,15 @@ func decodeFile(b []byte, wall func(uint64) time.Time, in *interner) (FileEvent,
 	e.Comm = r.strIn(in, taskCommLen)
 	r.u32() // path1_bits
 	e.Path = r.strIn(in, min(pathCap, len(b)-filePath1))
+	// The kernel ends a one-path record with the path's NUL: a shorter record cut the path.
+	cut := len(b) < fileSize1 && bytes.IndexByte(b[filePath1:], 0) < 0
 	if len(b) >= fileSize2 {
 		r.u32() // path2_bits
 		e.Path2 = r.strIn(in, pathCap)
 	}
 	e.Relative = flags&fileRel1 != 0
 	e.Relative2 = flags&fileRel2 != 0
-	e.PathTruncated = flags&fileTrunc1 != 0
+	e.PathTruncated = flags&fileTrunc1 != 0 || cut
 	e.Path2Truncated = flags&fileTrunc2 != 0
 	e.PathUnreadable = flags&fileErr1 != 0
 	e.Path2Unreadable = flags&fileErr2 != 0

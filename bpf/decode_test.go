@@ -201,7 +201,7 @@ func TestDecodeFile(t *testing.T) {
 		{"openat rw creat trunc", 1, fileMatch, unix.O_RDWR | unix.O_CREAT | unix.O_TRUNC, "/etc/x", "", fileSize1, OpOpen, []Op{OpOpen, OpCreate, OpWrite, OpTruncate}},
 		{"openat read", 1, 0, unix.O_RDONLY, "/etc/x", "", fileSize1, OpOpen, []Op{OpOpen}},
 		{"ends with the path's NUL", 1, 0, unix.O_RDONLY, "/etc/x", "", filePath1 + len("/etc/x") + 1, OpOpen, []Op{OpOpen}},
-		{"ends with the path", 1, 0, unix.O_RDONLY, "/etc/x", "", filePath1 + len("/etc/x"), OpOpen, []Op{OpOpen}},
+
 		{"O_TMPFILE", 1, 0, unix.O_TMPFILE | unix.O_WRONLY, "/tmp", "", fileSize1, OpOpen, []Op{OpOpen, OpCreate, OpWrite}},
 		{"rename", 5, fileRel2, 0, "/a", "b", fileSize2, OpRename, []Op{OpRename}},
 		{"unlink", 3, 0, 0, "/a", "", fileSize1, OpUnlink, []Op{OpUnlink}},
@@ -235,6 +235,13 @@ func TestDecodeFile(t *testing.T) {
 				t.Errorf("Actions() = %v, want %v", got, tc.actions)
 			}
 		})
+	}
+	// A record that ends inside its path (no NUL) decodes as truncated: fail closed.
+	cut := l.record(kindFile, 0, 9)
+	l.put32(cut, "op", 1)
+	l.putB(cut, "path1", []byte("/etc/passwd"))
+	if e, err := decodeFile(cut[:filePath1+len("/etc/pa")], fixedWall, nil); err != nil || e.Path != "/etc/pa" || !e.PathTruncated {
+		t.Errorf("record cut in its path: %+v, %v; want /etc/pa, truncated", e, err)
 	}
 	if _, err := decodeFile(make([]byte, fileSizeMin-1), fixedWall, nil); err == nil {
 		t.Error("a record without its path accepted")

@@ -88,6 +88,9 @@ func (s *Sensors) progName(id ebpf.ProgramID) string {
 // Info is a /proc fdinfo read) and kept: the watchdog asks for every link every second.
 // s.mu is held.
 func (s *Sensors) progByID(id ebpf.ProgramID) *ebpf.Program {
+	if _, ok := s.progIDs[id]; !ok {
+		s.progIDs = nil // an Info that failed before may answer now: read them again
+	}
 	if s.progIDs == nil {
 		s.progIDs = map[ebpf.ProgramID]progRef{}
 		for _, c := range s.colls {

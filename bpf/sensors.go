@@ -692,21 +692,37 @@ func (s *Sensors) pollLoop(r *ringbuf.Reader, wake *os.File, handle func([]byte)
 	for {
 		for { // what the ring holds; ReadInto's deadline has passed, so it never waits
 			err := r.ReadInto(&rec)
-			if err != nil {
-				if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
-					return
-				}
-				break // drained
+			if err == nil {
+				handle(rec.RawSample)
+				continue
 			}
-			handle(rec.RawSample)
+			switch {
+			case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+				return
+			case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+			default:
+				// Not expected (a damaged ring): do not spin on a persistent error.
+				select {
+				case <-s.stop:
+					return
+				case <-time.After(s.cfg.FlushInterval):
+				}
+			}
+			break // drained
 		}
 		err := rc.Read(func(uintptr) bool { return r.AvailableBytes() > 0 })
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			_ = wake.SetReadDeadline(time.Time{})
+		case errors.Is(err, os.ErrClosed):
+			return // Close
 		default:
-			return // wake closed
+			select { // not expected: as above
+			case <-s.stop:
+				return
+			case <-time.After(s.cfg.FlushInterval):
+			}
 		}
 	}
 }

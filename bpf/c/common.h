@@ -82,8 +82,8 @@ static __always_inline struct jcfg *get_cfg(void *cfgmap)
 // producing process 12-21 us (an irq_work self-IPI, a VM exit under KVM).
 // Waking whenever the backlog is above the threshold instead would wake on
 // every record while the reader is held back, which cost a file storm 1.3 us
-// of every open. rec is the record's size without its 8-byte header; pos is
-// the producer position before it (ringbuf_output) or after it (reserve).
+// of every open. rec is the record's size without its 8-byte header; start is
+// the producer position before it.
 // Racing producers may both miss a crossing: the reader's periodic flush
 // (Config.FlushInterval) bounds the delay then.
 static __always_inline u64 band_wakeup(struct jcfg *c, u64 start, u64 rec)
