@@ -715,14 +715,8 @@ func (s *Sensors) pollLoop(r *ringbuf.Reader, wake *os.File, handle func([]byte)
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			_ = wake.SetReadDeadline(time.Time{})
-		case errors.Is(err, os.ErrClosed):
-			return // Close
 		default:
-			select { // not expected: as above
-			case <-s.stop:
-				return
-			case <-time.After(s.cfg.FlushInterval):
-			}
+			return // wake closed (the poller says "use of closed file", not os.ErrClosed)
 		}
 	}
 }
