@@ -194,8 +194,13 @@ type Sensors struct {
 	dns  chan DNSEvent
 
 	counters [numStreams]streamCounters
-	lost     []*ebpf.Map
-	progs    []streamProg
+	// final holds the kernel's counts as Close found them, for Stats after Close.
+	final struct {
+		taken        bool
+		lost, missed [numStreams]uint64
+	}
+	lost  []*ebpf.Map
+	progs []streamProg
 
 	killMap   *ebpf.Map
 	urgentMap *ebpf.Map // urgent_comm of the proc object
@@ -820,24 +825,9 @@ func (s *Sensors) Stats() map[string]StreamStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[string]StreamStats, numStreams)
-	var lost, missed [numStreams]uint64
-	if !s.closed {
-		for _, sp := range s.progs {
-			if st, err := sp.prog.Stats(); err == nil {
-				missed[sp.stream] += st.RecursionMisses
-			}
-		}
-		for _, m := range s.lost {
-			for i := range numStreams {
-				var perCPU []uint64
-				if err := m.Lookup(uint32(i), &perCPU); err != nil {
-					continue
-				}
-				for _, v := range perCPU {
-					lost[i] += v
-				}
-			}
-		}
+	lost, missed := s.final.lost, s.final.missed // after Close: what the maps held then
+	if !s.final.taken {
+		lost, missed = s.kernelCounts()
 	}
 	for i, name := range streamNames {
 		c := &s.counters[i]
@@ -850,6 +840,28 @@ func (s *Sensors) Stats() map[string]StreamStats {
 		}
 	}
 	return out
+}
+
+// kernelCounts reads the kernel's per-stream loss and recursion misses. s.mu is held, and
+// the maps are open.
+func (s *Sensors) kernelCounts() (lost, missed [numStreams]uint64) {
+	for _, sp := range s.progs {
+		if st, err := sp.prog.Stats(); err == nil {
+			missed[sp.stream] += st.RecursionMisses
+		}
+	}
+	for _, m := range s.lost {
+		for i := range numStreams {
+			var perCPU []uint64
+			if err := m.Lookup(uint32(i), &perCPU); err != nil {
+				continue
+			}
+			for _, v := range perCPU {
+				lost[i] += v
+			}
+		}
+	}
+	return lost, missed
 }
 
 // IgnoreProcess stops reporting the file and socket system calls of a
@@ -922,6 +934,11 @@ func (s *Sensors) Close() error {
 		close(s.file)
 		close(s.net)
 		close(s.dns)
+		// The kernel's counts die with the maps: keep them for Stats.
+		s.mu.Lock()
+		s.final.lost, s.final.missed = s.kernelCounts()
+		s.final.taken = true
+		s.mu.Unlock()
 		for _, c := range s.colls {
 			c.Close()
 		}

@@ -557,7 +557,11 @@ func TestLossCounters(t *testing.T) {
 	for range s.File() {
 		delivered++
 	}
+	lost := st.Lost
 	st = s.Stats()["file"]
+	if st.Lost < lost {
+		t.Errorf("after Close, Stats reports %d lost, %d before", st.Lost, lost)
+	}
 	if uint64(delivered)+st.Dropped != st.Received {
 		t.Errorf("delivered %d + dropped %d != received %d", delivered, st.Dropped, st.Received)
 	}
