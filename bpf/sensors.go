@@ -81,6 +81,8 @@ type Config struct {
 	// then waited for a P after each wake-up) and lets sysmon sleep.
 	RealtimeExecReader bool
 
+	// refuseFIFO acts as if SCHED_FIFO were refused, for tests of that fallback.
+	refuseFIFO bool
 	// rawTPOnly skips tp_btf, for tests of the raw_tp fallback.
 	rawTPOnly bool
 	// rawSysEnter attaches the file and net system call programs to
@@ -599,30 +601,36 @@ func (s *Sensors) startReader(m *ebpf.Map, handle func([]byte), realtime bool) e
 	if err != nil {
 		return fmt.Errorf("ring buffer reader of %s: %w", m.String(), err)
 	}
-	var wake *os.File
-	if !realtime {
-		if wake, err = pollable(m); err != nil {
-			s.attached = append(s.attached, fmt.Sprintf("%s reader: waits in epoll_wait (%v)", m.String(), err))
-		} else {
-			r.SetDeadline(pastDeadline()) // ReadInto never waits: pollLoop waits on the netpoller
-		}
-	}
 	s.readers = append(s.readers, r)
-	s.wakes = append(s.wakes, wake)
+	s.wakes = append(s.wakes, nil)
+	i := len(s.wakes) - 1
 	s.wg.Add(1)
-	if wake != nil {
-		go s.pollLoop(r, wake, handle)
+	// The realtime exec reader first tries SCHED_FIFO on its own thread; refused (no
+	// CAP_SYS_NICE, RestrictRealtime), it waits on the netpoller like the others, which is
+	// the faster of the two on default scheduling.
+	mode := make(chan *os.File, 1) // the wake to poll on; nil: epoll_wait in readLoop
+	if realtime {
+		sched := make(chan error, 1)
+		go s.readLoop(r, handle, sched, mode)
+		err := <-sched
+		if err == nil {
+			s.attached = append(s.attached, "exec reader: SCHED_FIFO")
+			mode <- nil
+			return nil
+		}
+		s.attached = append(s.attached, fmt.Sprintf("exec reader: SCHED_FIFO refused (%v), the Go netpoller instead", err))
+	} else {
+		go s.readLoop(r, handle, nil, mode)
+	}
+	wake, err := pollable(m)
+	if err != nil {
+		s.attached = append(s.attached, fmt.Sprintf("%s reader: waits in epoll_wait (%v)", m.String(), err))
+		mode <- nil
 		return nil
 	}
-	sched := make(chan error, 1)
-	go s.readLoop(r, handle, realtime, sched)
-	if realtime {
-		if err := <-sched; err != nil {
-			s.attached = append(s.attached, fmt.Sprintf("exec reader: SCHED_FIFO refused (%v), default scheduling", err))
-		} else {
-			s.attached = append(s.attached, "exec reader: SCHED_FIFO")
-		}
-	}
+	r.SetDeadline(pastDeadline()) // ReadInto never waits: pollLoop waits on the netpoller
+	s.wakes[i] = wake
+	mode <- wake
 	return nil
 }
 
@@ -630,17 +638,35 @@ func (s *Sensors) startReader(m *ebpf.Map, handle func([]byte), realtime bool) e
 // exec reader, whose thread the kernel wakes itself (no netpoller hop).
 // Batched producers do not wake it: flushLoop does. A full channel holds it
 // back (send).
-func (s *Sensors) readLoop(r *ringbuf.Reader, handle func([]byte), realtime bool, sched chan<- error) {
-	defer s.wg.Done()
-	if realtime {
+//
+// With sched set, it first asks for SCHED_FIFO on a thread of its own and reports the
+// answer there. mode then says how to wait: on the netpoller (pollLoop) when it gives a
+// wake, else here.
+func (s *Sensors) readLoop(r *ringbuf.Reader, handle func([]byte), sched chan<- error, mode <-chan *os.File) {
+	if sched != nil {
 		// The thread keeps its policy and dies with the goroutine.
 		runtime.LockOSThread()
-		sched <- unix.SchedSetAttr(0, &unix.SchedAttr{
+		err := unix.SchedSetAttr(0, &unix.SchedAttr{
 			Size:     unix.SizeofSchedAttr,
 			Policy:   unix.SCHED_FIFO,
 			Priority: 1,
 		}, 0)
+		if s.cfg.refuseFIFO && err == nil {
+			err = unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: 0}, 0) // SCHED_NORMAL again
+			if err == nil {
+				err = unix.EPERM
+			}
+		}
+		if err != nil {
+			runtime.UnlockOSThread()
+		}
+		sched <- err
 	}
+	if wake := <-mode; wake != nil {
+		s.pollLoop(r, wake, handle)
+		return
+	}
+	defer s.wg.Done()
 	var rec ringbuf.Record
 	for {
 		err := r.ReadInto(&rec)

@@ -434,8 +434,17 @@ func TestDNS(t *testing.T) {
 func TestExecLatency(t *testing.T) {
 	dir := t.TempDir()
 	tru := copyExe(t, "/bin/true", dir, "jlat")
-	for _, rt := range []bool{false, true} {
-		s := openSensors(t, Config{Sensors: SensorProc, RealtimeExecReader: rt})
+	for _, tc := range []struct {
+		name             string
+		realtime, refuse bool
+	}{{"netpoller", false, false}, {"SCHED_FIFO", true, false}, {"SCHED_FIFO refused: netpoller", true, true}} {
+		s := openSensors(t, Config{Sensors: SensorProc, RealtimeExecReader: tc.realtime, refuseFIFO: tc.refuse})
+		if polled := s.wakes[0] != nil; polled != (!tc.realtime || tc.refuse) {
+			t.Fatalf("%s: reader on the netpoller %v; attachments %v", tc.name, polled, s.Attachments())
+		}
+		if tc.refuse && !strings.Contains(strings.Join(s.Attachments(), "; "), "SCHED_FIFO refused") {
+			t.Errorf("%s: the refusal is not reported: %v", tc.name, s.Attachments())
+		}
 		var lat []time.Duration
 		// A consumer that timestamps each event on receipt.
 		done := make(chan struct{})
@@ -466,8 +475,8 @@ func TestExecLatency(t *testing.T) {
 			t.Fatalf("saw %d of 100 execs", len(lat))
 		}
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-		t.Logf("exec -> event in Go (realtime reader %v): p50 %v p90 %v p99 %v max %v",
-			rt, lat[50], lat[90], lat[98], lat[99])
+		t.Logf("exec -> event in Go (%s): p50 %v p90 %v p99 %v max %v",
+			tc.name, lat[50], lat[90], lat[98], lat[99])
 		s.Close()
 	}
 }
