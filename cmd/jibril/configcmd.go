@@ -128,8 +128,9 @@ const configTemplate = `# jibril daemon configuration (jibril run --config FILE)
 
 # Kernel sensors. channel_size 0 and file_ring_bytes 0 mean the built-in sizes.
 # realtime_exec puts the exec ring reader on its own SCHED_FIFO thread (needs CAP_SYS_NICE,
-# which the systemd unit leaves out); by default it waits on the Go netpoller, which measured
-# faster from exec to kill here and lets the Go runtime's monitor sleep.
+# which the systemd unit leaves out; refused, the reader falls back to the default). By
+# default it waits on the Go netpoller, which measured faster from exec to kill here and
+# lets the Go runtime's monitor sleep.
 # sensors:
 #   realtime_exec: {{.Sensors.RealtimeExec}}
 #   file: {{.Sensors.File}}

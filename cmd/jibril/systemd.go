@@ -154,7 +154,8 @@ LockPersonality=yes
 RemoveIPC=yes
 # Not MemoryDenyWriteExecute: wazero compiles reactions' WebAssembly to native code.
 MemoryDenyWriteExecute=no
-# sensors.realtime_exec needs CAP_SYS_NICE in the bounding set and RestrictRealtime=no.
+# sensors.realtime_exec needs CAP_SYS_NICE in the bounding set and RestrictRealtime=no
+# (without them the exec reader says SCHED_FIFO was refused and keeps the default).
 RestrictRealtime=yes
 # netlink for nftables, unix for sd_notify, inet for webhooks and metrics.
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
