@@ -100,12 +100,18 @@ func ret0() asm.Instructions { return asm.Instructions{asm.Mov.Imm(asm.R0, 0), a
 // EPERM: the error is reported as such, not blamed on memlock. It mounts
 // tracefs at /sys/kernel/tracing when it is nowhere (the Tracepoint note
 // says so), as Open does.
-func Probe(ctx context.Context) Features {
+func Probe(ctx context.Context) Features { return probe(ctx, true) }
+
+// ProbeOnly is Probe for a report (jibril version): it changes nothing on the
+// host, and without tracefs it says the syscalls tracepoints are not probed.
+func ProbeOnly(ctx context.Context) Features { return probe(ctx, false) }
+
+func probe(ctx context.Context, mount bool) Features {
 	var f Features
 	// Before any probe: cilium/ebpf looks tracefs up once per process.
 	tfs, tfsErr := tracefs{}, error(nil)
 	if ctx.Err() == nil {
-		tfs, tfsErr = ensureTracefs()
+		tfs, tfsErr = ensureTracefs(mount)
 	}
 	probeTracepoint := func() error {
 		if tfsErr != nil {

@@ -90,7 +90,7 @@ func (s *Sensors) openSysEnter(spec *ebpf.CollectionSpec, p sysEnterProgs,
 
 // syscallTracepoints is the tracepoint path of openSysEnter.
 func (s *Sensors) syscallTracepoints(p sysEnterProgs, load func(keep func(string) bool) (*ebpf.Collection, []link.Link, error)) (*ebpf.Collection, []link.Link, string, error) {
-	tfs, err := ensureTracefs()
+	tfs, err := ensureTracefs(true)
 	if err != nil {
 		return nil, nil, "", err
 	}

@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -307,6 +308,20 @@ func TestSyscallTracepointLinks(t *testing.T) {
 		t.Fatalf("bpftool detached %s", tps[0])
 	}
 	t.Logf("%s: bpftool link detach refused: %s", tps[0], strings.TrimSpace(string(out)))
+}
+
+// A report mounts nothing: without tracefs, tracefsIn without mount says so and stops.
+func TestTracefsWithoutMount(t *testing.T) {
+	const line = "%d 1 0:%d %s %s rw,relatime shared:1 - %s %s rw\n"
+	none := fmt.Sprintf(line, 1, 1, "/", "/", "ext4", "/dev/vda")
+	if _, err := tracefsIn(strings.NewReader(none), false); !errors.Is(err, errNoTracefs) {
+		t.Fatalf("no tracefs, no mount: %v, want errNoTracefs", err)
+	}
+	some := none + fmt.Sprintf(line, 2, 2, "/", "/sys/kernel/tracing", "tracefs", "nodev")
+	got, err := tracefsIn(strings.NewReader(some), false)
+	if err != nil || got.Path != "/sys/kernel/tracing" || got.Mounted {
+		t.Fatalf("tracefs present: %+v, %v", got, err)
+	}
 }
 
 // TestTracefsFind reads mountinfo listings as cilium/ebpf does.

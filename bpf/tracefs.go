@@ -3,6 +3,7 @@ package bpf
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -33,21 +34,33 @@ func (t tracefs) String() string {
 
 // ensureTracefs finds tracefs where cilium/ebpf looks for it (the first
 // tracefs of /proc/self/mountinfo, else a debugfs with a tracing directory)
-// and mounts it at /sys/kernel/tracing when there is none. cilium/ebpf looks
-// tracefs up once per process and keeps the answer, failures included: call
-// this before anything in the process attaches a tracepoint or a kprobe.
-func ensureTracefs() (tracefs, error) {
+// and, with mount set, mounts it at /sys/kernel/tracing when there is none.
+// cilium/ebpf looks tracefs up once per process and keeps the answer,
+// failures included: call this before anything in the process attaches a
+// tracepoint or a kprobe.
+func ensureTracefs(mount bool) (tracefs, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return tracefs{}, fmt.Errorf("find tracefs: %w", err)
 	}
-	p, err := findTracefs(f)
-	f.Close()
+	defer f.Close()
+	return tracefsIn(f, mount)
+}
+
+// errNoTracefs is ensureTracefs without mount when tracefs is nowhere.
+var errNoTracefs = errors.New("tracefs is not mounted (jibril run mounts it at " + tracefsDir + ")")
+
+// tracefsIn is ensureTracefs on a mountinfo listing.
+func tracefsIn(mountinfo io.Reader, mount bool) (tracefs, error) {
+	p, err := findTracefs(mountinfo)
 	if err != nil {
 		return tracefs{}, fmt.Errorf("find tracefs in /proc/self/mountinfo: %w", err)
 	}
 	if p != "" {
 		return tracefs{Path: p}, nil
+	}
+	if !mount {
+		return tracefs{}, errNoTracefs
 	}
 	if err := unix.Mount("nodev", tracefsDir, "tracefs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return tracefs{}, fmt.Errorf("tracefs is not mounted and mounting it at %s failed: %w", tracefsDir, err)
