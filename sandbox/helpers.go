@@ -440,26 +440,27 @@ func gone(err error) (result any, done bool, rest error) {
 
 // disarm applies the policy's circuit breaker to a kill or block target.
 func (inv *invocation) disarm(target string) error {
-	_, err := inv.hold(target)
+	settle, err := inv.hold(target)
+	settle(true)
 	return err
 }
 
-// hold is disarm for an action the world may still turn down: release forgets the target
-// when it did (see policy.Breaker.Hold).
-func (inv *invocation) hold(target string) (release func(), err error) {
+// hold is disarm for an action the world may still turn down: settle says whether it
+// acted (see policy.Breaker.Hold).
+func (inv *invocation) hold(target string) (settle func(acted bool), err error) {
 	b := inv.env.Breaker
 	if b == nil {
-		return func() {}, nil
+		return func(bool) {}, nil
 	}
-	ok, tripped, release := b.Hold(target)
+	ok, tripped, settle := b.Hold(target)
 	if ok {
-		return release, nil
+		return settle, nil
 	}
 	if tripped {
 		inv.t.Alerts = append(inv.t.Alerts, Alert{Importance: "critical",
 			Msg: fmt.Sprintf("recipe %s disarmed: too many distinct targets (%s)", inv.p.r.Recipe, inv.env.Policy.Limits.Disarm)})
 	}
-	return release, &denial{msg: fmt.Sprintf("disarmed: more than %s distinct targets", inv.env.Policy.Limits.Disarm), outcome: "disarmed"}
+	return settle, &denial{msg: fmt.Sprintf("disarmed: more than %s distinct targets", inv.env.Policy.Limits.Disarm), outcome: "disarmed"}
 }
 
 func hKill(scope string) func(inv *invocation, args []string) (any, error) {
@@ -468,7 +469,7 @@ func hKill(scope string) func(inv *invocation, args []string) (any, error) {
 		if r, done, err := gone(err); done {
 			return r, err
 		}
-		release, err := inv.hold("pid:" + strconv.Itoa(t.PID))
+		settle, err := inv.hold("pid:" + strconv.Itoa(t.PID))
 		if err != nil {
 			return nil, err
 		}
@@ -478,10 +479,9 @@ func hKill(scope string) func(inv *invocation, args []string) (any, error) {
 		}
 		n, err := kill(inv.ctx, t)
 		// The actuator applies the floor and finds exited targets (no Check before the
-		// breaker): those were not acted on, and must not count towards disarming the recipe.
-		if n == 1 || errors.Is(err, proc.ErrRefused) {
-			release()
-		}
+		// breaker): those were not acted on, and must not count towards disarming the
+		// recipe. A tree kill that skipped a refused member (0 and a TreeError) acted.
+		settle(!(n == 1 || n == -1 && errors.Is(err, proc.ErrRefused)))
 		return n, err
 	}
 }

@@ -365,3 +365,54 @@ func TestRefusedKillsDoNotDisarm(t *testing.T) {
 		t.Fatalf("recorded effects %q, want the one kill", got)
 	}
 }
+
+// outcomeProc answers every kill with one outcome.
+type outcomeProc struct {
+	n   int
+	err error
+}
+
+func (o outcomeProc) Check(proc.Target) error                            { return nil }
+func (o outcomeProc) Kill(context.Context, proc.Target) (int, error)     { return o.n, o.err }
+func (o outcomeProc) KillTree(context.Context, proc.Target) (int, error) { return o.n, o.err }
+func (o outcomeProc) Freeze(context.Context, proc.Target) (int, error)   { return 0, nil }
+func (o outcomeProc) Thaw(context.Context, proc.Target) (int, error)     { return 0, nil }
+
+// Only kills that acted count towards disarming: gone and refused targets do not, a tree
+// kill that skipped a refused member does.
+func TestKillOutcomesAndTheBreaker(t *testing.T) {
+	h := newHost(t)
+	refused := fmt.Errorf("kill: %w: pid 3", proc.ErrRefused)
+	for _, tc := range []struct {
+		name   string
+		helper string
+		n      int
+		err    error
+		counts bool
+	}{
+		{"killed", "KillProcess", 0, nil, true},
+		{"already gone", "KillProcess", 1, nil, false},
+		{"refused by the floor", "KillProcess", -1, refused, false},
+		{"tree killed", "KillTree", 0, nil, true},
+		{"tree root refused", "KillTree", -1, refused, false},
+		{"tree with a refused member", "KillTree", 0, &proc.TreeError{Root: 4242, Killed: 1, Issues: []error{refused}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The first kill's outcome comes from the world; the second, of another pid,
+			// is allowed only if the first did not count (max_targets 1).
+			src := fmt.Sprintf(`function process(d) { %s(4242); Info("second=" + KillProcess(4243) + " " + Errno()); }`, tc.helper)
+			p := compile(t, h, src, Limits{})
+			env, _ := newEnv(t, "jibril")
+			env.World.Proc = outcomeProc{tc.n, tc.err}
+			env.Breaker = policy.NewBreaker(policy.Disarm{MaxTargets: 1, Per: time.Minute}, nil)
+			tr := p.Run(context.Background(), env, "u", []byte(testEvent))
+			if tr.Status != StatusOK || len(tr.Logs) != 1 {
+				t.Fatalf("%s %+v %+v", tr.Status, tr.Error, tr.Logs)
+			}
+			disarmed := strings.Contains(tr.Logs[0].Msg, "disarmed")
+			if disarmed != tc.counts {
+				t.Errorf("second kill: %q; the first (%d, %v) counted: %v, want %v", tr.Logs[0].Msg, tc.n, tc.err, disarmed, tc.counts)
+			}
+		})
+	}
+}

@@ -65,9 +65,18 @@ type Breaker struct {
 	clock  Clock
 
 	mu        sync.Mutex
-	seen      map[string]time.Time // target -> first allowed, within the window
+	seen      map[string]*held // targets counted within the window
 	tripped   bool
 	trippedAt time.Time
+}
+
+// held is a counted target: when it was first allowed, how many actions on it are still
+// undecided (Hold), and whether one of them acted. A target nobody acted on is forgotten
+// when its last holder settles.
+type held struct {
+	at      time.Time
+	holders int
+	acted   bool
 }
 
 // NewBreaker returns a breaker for d; an off d allows everything. A nil
@@ -76,7 +85,7 @@ func NewBreaker(d Disarm, c Clock) *Breaker {
 	if c == nil {
 		c = SystemClock{}
 	}
-	return &Breaker{disarm: d, clock: c, seen: map[string]time.Time{}}
+	return &Breaker{disarm: d, clock: c, seen: map[string]*held{}}
 }
 
 // Allow records target and reports whether it may be acted on.
@@ -88,38 +97,45 @@ func (b *Breaker) Allow(target string) bool {
 // Check is Allow that also reports whether this very call tripped the
 // breaker, so the caller raises one alert per trip rather than one per refusal.
 func (b *Breaker) Check(target string) (allowed, justTripped bool) {
-	allowed, justTripped, _ = b.Hold(target)
+	allowed, justTripped, settle := b.Hold(target)
+	settle(true)
 	return allowed, justTripped
 }
 
-// Hold is Check that can be taken back: when the action does not happen after all (the
-// safety floor refused the target, or it had already exited), release forgets the target
-// again if this call counted it, so that only targets acted on count towards the breaker
-// and a stream of refused targets cannot disarm a recipe.
-func (b *Breaker) Hold(target string) (allowed, justTripped bool, release func()) {
-	release = func() {}
+// Hold is Check for an action that may not happen after all (the safety floor refuses
+// its target, or the target has already exited). settle reports the outcome: acted, the
+// target counts for the window like any other; not acted, and no other holder of the same
+// target acted or is still deciding, the target is forgotten, so that only targets acted
+// on count and a stream of refused ones cannot disarm a recipe. settle must be called
+// once; it does nothing when the call was refused.
+func (b *Breaker) Hold(target string) (allowed, justTripped bool, settle func(acted bool)) {
+	settle = func(bool) {}
 	if b.disarm.Off() {
-		return true, false, release
+		return true, false, settle
 	}
 	now := b.clock.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.expire(now)
-	if _, ok := b.seen[target]; ok {
-		return true, false, release
+	h, ok := b.seen[target]
+	if !ok {
+		if b.tripped {
+			return false, false, settle
+		}
+		if len(b.seen) >= b.disarm.MaxTargets {
+			b.tripped, b.trippedAt = true, now
+			return false, true, settle
+		}
+		h = &held{at: now}
+		b.seen[target] = h
 	}
-	if b.tripped {
-		return false, false, release
-	}
-	if len(b.seen) >= b.disarm.MaxTargets {
-		b.tripped, b.trippedAt = true, now
-		return false, true, release
-	}
-	b.seen[target] = now
-	return true, false, func() {
+	h.holders++
+	return true, false, func(acted bool) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if at, ok := b.seen[target]; ok && at.Equal(now) {
+		h.holders--
+		h.acted = h.acted || acted
+		if h.holders == 0 && !h.acted && b.seen[target] == h {
 			delete(b.seen, target)
 		}
 	}
@@ -140,8 +156,8 @@ func (b *Breaker) Tripped() bool {
 // expire drops targets older than the window and closes the breaker once
 // the window since the trip has passed. Called with mu held.
 func (b *Breaker) expire(now time.Time) {
-	for t, at := range b.seen {
-		if now.Sub(at) >= b.disarm.Per {
+	for t, h := range b.seen {
+		if now.Sub(h.at) >= b.disarm.Per {
 			delete(b.seen, t)
 		}
 	}
