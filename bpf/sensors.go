@@ -651,14 +651,15 @@ func (s *Sensors) readLoop(r *ringbuf.Reader, handle func([]byte), sched chan<- 
 			Policy:   unix.SCHED_FIFO,
 			Priority: 1,
 		}, 0)
-		if s.cfg.refuseFIFO && err == nil {
-			err = unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: 0}, 0) // SCHED_NORMAL again
-			if err == nil {
-				err = unix.EPERM
+		fifo := err == nil
+		if s.cfg.refuseFIFO && fifo {
+			if unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: 0}, 0) == nil { // SCHED_NORMAL again
+				fifo = false
 			}
+			err = unix.EPERM
 		}
-		if err != nil {
-			runtime.UnlockOSThread()
+		if !fifo {
+			runtime.UnlockOSThread() // a thread on SCHED_FIFO stays locked: it dies with the goroutine
 		}
 		sched <- err
 	}
