@@ -80,13 +80,15 @@ func (r *rec) raw(n int) []byte {
 }
 func (r *rec) str(n int) string { return cstring(r.raw(n)) }
 
-// strIn is str through an interner (nil: str).
-func (r *rec) strIn(in *interner, n int) string {
+// strIn is str through an interner (nil: str); ended says whether a NUL ended the string
+// within the n bytes.
+func (r *rec) strIn(in *interner, n int) (s string, ended bool) {
 	b := r.raw(n)
-	if i := bytes.IndexByte(b, 0); i >= 0 {
+	i := bytes.IndexByte(b, 0)
+	if i >= 0 {
 		b = b[:i]
 	}
-	return in.str(b)
+	return in.str(b), i >= 0
 }
 
 // interner hands out one string per distinct byte sequence it has seen, up to internMax of
@@ -261,14 +263,15 @@ func decodeFile(b []byte, wall func(uint64) time.Time, in *interner) (FileEvent,
 	e.Mode = r.u32()
 	e.Owner = r.u32()
 	e.Group = r.u32()
-	e.Comm = r.strIn(in, taskCommLen)
+	e.Comm, _ = r.strIn(in, taskCommLen)
 	r.u32() // path1_bits
-	e.Path = r.strIn(in, min(pathCap, len(b)-filePath1))
+	var ended bool
+	e.Path, ended = r.strIn(in, min(pathCap, len(b)-filePath1))
 	// The kernel ends a one-path record with the path's NUL: a shorter record cut the path.
-	cut := len(b) < fileSize1 && bytes.IndexByte(b[filePath1:], 0) < 0
+	cut := len(b) < fileSize1 && !ended
 	if len(b) >= fileSize2 {
 		r.u32() // path2_bits
-		e.Path2 = r.strIn(in, pathCap)
+		e.Path2, _ = r.strIn(in, pathCap)
 	}
 	e.Relative = flags&fileRel1 != 0
 	e.Relative2 = flags&fileRel2 != 0

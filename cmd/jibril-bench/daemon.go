@@ -162,8 +162,8 @@ func benchDaemon(ctx context.Context, o options, jibrilBin string) (map[string]f
 		// A round's overhead compares its typical operation with and without the daemon
 		// (medians), so that a burst of other load in one half moves it little; the rounds'
 		// wall-time ratios are in the note.
-		execPct = append(execPct, pct(medianOf(with[i].exec), medianOf(without[i].exec)))
-		openPct = append(openPct, pct(medianOf(with[i].open), medianOf(without[i].open)))
+		execPct = append(execPct, overPct(percentile(with[i].exec, 0.5), percentile(without[i].exec, 0.5)))
+		openPct = append(openPct, overPct(percentile(with[i].open, 0.5), percentile(without[i].open, 0.5)))
 		wallExec = append(wallExec, pct(with[i].execT, without[i].execT))
 		wallOpen = append(wallOpen, pct(with[i].openT, without[i].openT))
 		perRound = append(perRound, fmt.Sprintf("%+.1f/%+.1f (wall %+.1f/%+.1f)", execPct[i], openPct[i], wallExec[i], wallOpen[i]))
@@ -190,21 +190,14 @@ func benchDaemon(ctx context.Context, o options, jibrilBin string) (map[string]f
 	return res, notes, nil
 }
 
-// medianOf is the median of d.
-func medianOf(d []time.Duration) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
+func pct(with, without time.Duration) float64 { return overPct(float64(with), float64(without)) }
 
-func pct(with, without time.Duration) float64 {
+// overPct is how much more with is than without, in percent.
+func overPct(with, without float64) float64 {
 	if without <= 0 {
 		return 0
 	}
-	return (float64(with)/float64(without) - 1) * 100
+	return (with/without - 1) * 100
 }
 
 // median of v (the mean of the middle two for an even count).

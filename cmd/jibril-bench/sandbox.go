@@ -132,18 +132,14 @@ func benchSandbox(ctx context.Context) (map[string]float64, error) {
 	}
 	res := map[string]float64{}
 	const warm, n = 200, 5000
-	calls := make([]time.Duration, 0, n)
-	for i := 0; i < warm+n; i++ {
-		rec.Effects = rec.Effects[:0]
-		start := time.Now()
-		tr := prog.RunTargets(ctx, env, "u", ev, targets)
-		took := time.Since(start)
+	calls, err := timeRuns(ctx, prog, env, ev, targets, warm, n, func(tr *sandbox.Transcript) error {
 		if tr.Status != sandbox.StatusOK || len(tr.Calls) != 4 {
-			return nil, fmt.Errorf("reference reaction: %s %+v calls %d", tr.Status, tr.Error, len(tr.Calls))
+			return fmt.Errorf("reference reaction: %s %+v calls %d", tr.Status, tr.Error, len(tr.Calls))
 		}
-		if i >= warm {
-			calls = append(calls, took)
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	res["sandbox_call_us_p50"] = percentile(calls, 0.5)
 	res["sandbox_call_us_p99"] = percentile(calls, 0.99)
@@ -184,17 +180,9 @@ func benchSandbox(ctx context.Context) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	var fcalls []time.Duration
-	for i := 0; i < warm+n/2; i++ {
-		start := time.Now()
-		tr := prog.RunTargets(ctx, env, "u", full, ftg)
-		took := time.Since(start)
-		if tr.Status != sandbox.StatusOK {
-			return nil, fmt.Errorf("reference reaction on the daemon event: %s %+v", tr.Status, tr.Error)
-		}
-		if i >= warm {
-			fcalls = append(fcalls, took)
-		}
+	fcalls, err := timeRuns(ctx, prog, env, full, ftg, warm, n/2, statusOK("reference reaction on the daemon event"))
+	if err != nil {
+		return nil, err
 	}
 	res["sandbox_call_daemon_event_us_p50"] = percentile(fcalls, 0.5)
 	gf, err := benchGoja(string(full), n/2, warm)
@@ -259,21 +247,39 @@ func floorCalls(ctx context.Context, host *sandbox.Host, env *sandbox.Env, ev []
 		return nil, err
 	}
 	defer prog.Close()
-	rec := env.World.Proc.(*sandbox.Recorder)
+	return timeRuns(ctx, prog, env, ev, tg, warm, n, statusOK("variant reaction"))
+}
+
+// timeRuns times n runs of prog on ev after warm untimed ones; check judges each run. The
+// dry-run recorder's effects are cleared before each, so that they do not pile up.
+func timeRuns(ctx context.Context, prog *sandbox.Program, env *sandbox.Env, ev []byte, tg *sandbox.Targets, warm, n int, check func(*sandbox.Transcript) error) ([]time.Duration, error) {
+	rec, _ := env.World.Proc.(*sandbox.Recorder)
 	d := make([]time.Duration, 0, n)
 	for i := 0; i < warm+n; i++ {
-		rec.Effects = rec.Effects[:0]
+		if rec != nil {
+			rec.Effects = rec.Effects[:0]
+		}
 		start := time.Now()
 		tr := prog.RunTargets(ctx, env, "u", ev, tg)
 		took := time.Since(start)
-		if tr.Status != sandbox.StatusOK {
-			return nil, fmt.Errorf("variant reaction: %s %+v", tr.Status, tr.Error)
+		if err := check(tr); err != nil {
+			return nil, err
 		}
 		if i >= warm {
 			d = append(d, took)
 		}
 	}
 	return d, nil
+}
+
+// statusOK is a timeRuns check that a run ended well.
+func statusOK(what string) func(*sandbox.Transcript) error {
+	return func(tr *sandbox.Transcript) error {
+		if tr.Status != sandbox.StatusOK {
+			return fmt.Errorf("%s: %s %+v", what, tr.Status, tr.Error)
+		}
+		return nil
+	}
 }
 
 func rssKiB() int64 {

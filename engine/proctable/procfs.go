@@ -210,8 +210,6 @@ type clock struct{ mono kclock.Mono }
 
 func newClock() clock { return clock{mono: kclock.New()} }
 
-func clockNs(id int32) int64 { return kclock.Read(id) }
-
 // bootTicksToMono converts stat field 22 to CLOCK_MONOTONIC ns (10 ms resolution).
 func (clock) bootTicksToMono(ticks uint64) uint64 {
 	const nsPerTick = uint64(time.Second) / userHZ
@@ -219,7 +217,7 @@ func (clock) bootTicksToMono(ticks uint64) uint64 {
 		return 0
 	}
 	boot := ticks * nsPerTick
-	off := clockNs(unix.CLOCK_BOOTTIME) - clockNs(unix.CLOCK_MONOTONIC) // time spent suspended
+	off := kclock.Read(unix.CLOCK_BOOTTIME) - kclock.Read(unix.CLOCK_MONOTONIC) // time spent suspended
 	if off < 0 {
 		off = 0
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jibril-rt/jibril/bpf"
+	"github.com/jibril-rt/jibril/engine/kclock"
 	"github.com/jibril-rt/jibril/engine/procfs"
 )
 
@@ -37,7 +38,7 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func monoNow() uint64 { return uint64(clockNs(unix.CLOCK_MONOTONIC)) }
+func monoNow() uint64 { return uint64(kclock.Read(unix.CLOCK_MONOTONIC)) }
 
 func TestScanFindsSelfAndParents(t *testing.T) {
 	tbl := New(Options{})
@@ -461,7 +462,7 @@ func TestConcurrentReadersOneWriter(t *testing.T) {
 func TestClockMonoToWall(t *testing.T) {
 	c := newClock()
 	time.Sleep(20 * time.Millisecond)
-	mono := uint64(clockNs(unix.CLOCK_MONOTONIC))
+	mono := uint64(kclock.Read(unix.CLOCK_MONOTONIC))
 	got, want := c.monoToWall(mono), clock{}.monoToWall(mono)
 	if d := got.Sub(want); d < -50*time.Microsecond || d > 50*time.Microsecond {
 		t.Fatalf("monoToWall: carried clock %v, clock_gettime %v (off by %v)", got, want, d)
