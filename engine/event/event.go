@@ -437,7 +437,9 @@ func orEmpty[T any](s []T) []T {
 }
 
 func normProcess(p Process) Process {
-	p.Argv = orEmpty(p.Argv)
+	p.Argv = orEmpty(boundArgv(p.Argv, MaxCmdBytes))
+	p.Cmd, p.Args = bound(p.Cmd, MaxCmdBytes), bound(p.Args, MaxCmdBytes)
+	p.PrevArgs, p.Envs = bound(p.PrevArgs, MaxCmdBytes), bound(p.Envs, MaxCmdBytes)
 	return p
 }
 
@@ -461,7 +463,12 @@ func normFlow(f *Flow) *Flow {
 }
 
 func normBackground(b Background) Background {
-	b.Ancestry = orEmpty(b.Ancestry)
+	anc := make([]Ancestor, len(b.Ancestry))
+	for i, a := range b.Ancestry {
+		a.Cmd, a.Args = bound(a.Cmd, MaxAncestorCmdBytes), bound(a.Args, MaxAncestorCmdBytes)
+		anc[i] = a
+	}
+	b.Ancestry = anc
 	b.Files.Root = normDir(b.Files.Root)
 	protos := make([]ProtoFlows, len(b.Flows.Protocols))
 	for i, p := range b.Flows.Protocols {

@@ -89,17 +89,21 @@ func TestGracefulShutdownFlushesPrinters(t *testing.T) {
 		t.Fatalf("SIGTERM: exit %d, want 0", code)
 	}
 	onStdout := uuidsOf(d.printed(), "faults_flush")
-	b, err := os.ReadFile(events)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The printer rotates by size: what it wrote is in the file and in its rotations.
+	rotated, _ := filepath.Glob(events + ".*")
 	var inFile []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("file printer wrote a line that is not JSON (torn write?): %q: %v", l, err)
+	for _, p := range append([]string{events}, rotated...) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
 		}
-		inFile = append(inFile, m)
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("file printer wrote a line to %s that is not JSON (torn write?): %q: %v", p, l, err)
+			}
+			inFile = append(inFile, m)
+		}
 	}
 	fileSet := uuidsOf(inFile, "faults_flush")
 	missing := 0
@@ -108,8 +112,8 @@ func TestGracefulShutdownFlushesPrinters(t *testing.T) {
 			missing++
 		}
 	}
-	t.Logf("at SIGTERM: %d detections made, %d read from stdout; at exit: %d on stdout, %d in the file",
-		detected, seen, len(onStdout), len(fileSet))
+	t.Logf("at SIGTERM: %d detections made, %d read from stdout; at exit: %d on stdout, %d in the file and %d rotations",
+		detected, seen, len(onStdout), len(fileSet), len(rotated))
 	if missing > 0 {
 		t.Fatalf("%d of the %d detections printed on stdout are not in the file printer's file", missing, len(onStdout))
 	}
