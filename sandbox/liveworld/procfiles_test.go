@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jibril-rt/jibril/engine/procfs"
 	"github.com/jibril-rt/jibril/sandbox/fsguard"
@@ -65,6 +66,16 @@ func TestProcFilesRoutesEnvironThroughProcFS(t *testing.T) {
 		t.Skipf("start a child: %v", err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// Start returns once the child's exec has replaced its memory, which is before the kernel
+	// has laid out its arguments and environment: wait (reading /proc directly) until it has.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/environ"); len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the child's environment never appeared")
+		}
+	}
 	cp := &countingProc{}
 	f := files(root, cp)
 	env := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/environ"
