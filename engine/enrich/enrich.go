@@ -421,21 +421,26 @@ func fileNote(ev bpf.FileEvent) string {
 	return ""
 }
 
-// fileTree is background.files holding one file.
+// fileTree is background.files holding one file. The directories are prefixes of p (no
+// copies), and a path deeper than event.MaxTreeDirs keeps its outer levels and hangs the file's
+// directory from the last of them, as the encoder would cut it: a hostile path of thousands of
+// directories costs no more than a short one.
 func fileTree(p string, actions []string) event.Files {
-	dirs := strings.Split(strings.Trim(path.Dir(p), "/"), "/")
-	if path.Dir(p) == "/" {
-		dirs = nil
-	}
 	leaf := event.FSFile{AbsPath: p, BaseName: path.Base(p), Actions: slices.Clone(actions)}
-	// Build from the innermost directory outwards.
-	cur := event.FSDir{AbsPath: path.Dir(p), BaseName: path.Base(path.Dir(p)), Files: []event.FSFile{leaf}}
-	for i := len(dirs) - 1; i > 0; i-- {
-		parent := "/" + strings.Join(dirs[:i], "/")
-		cur = event.FSDir{AbsPath: parent, BaseName: path.Base(parent), Dirs: []event.FSDir{cur}}
-	}
-	if len(dirs) == 0 {
+	dir := path.Dir(p)
+	cur := event.FSDir{AbsPath: dir, BaseName: path.Base(dir), Files: []event.FSFile{leaf}}
+	if dir == "/" {
 		return event.Files{Root: cur}
+	}
+	// The directories between "/" and dir, outermost first, at most MaxTreeDirs of them.
+	var outer []string
+	for i := 1; i < len(dir) && len(outer) < event.MaxTreeDirs; i++ {
+		if dir[i] == '/' {
+			outer = append(outer, dir[:i])
+		}
+	}
+	for i := len(outer) - 1; i >= 0; i-- {
+		cur = event.FSDir{AbsPath: outer[i], BaseName: path.Base(outer[i]), Dirs: []event.FSDir{cur}}
 	}
 	return event.Files{Root: event.FSDir{AbsPath: "/", BaseName: "/", Dirs: []event.FSDir{cur}}}
 }

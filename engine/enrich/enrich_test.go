@@ -506,3 +506,40 @@ func TestUUID(t *testing.T) {
 		seen[u] = true
 	}
 }
+
+func TestFileTree(t *testing.T) {
+	chain := func(f event.Files) []string {
+		var out []string
+		for d := f.Root; ; d = d.Dirs[0] {
+			out = append(out, d.AbsPath)
+			if len(d.Dirs) == 0 {
+				if len(d.Files) != 1 {
+					t.Fatalf("innermost directory %s holds %d files", d.AbsPath, len(d.Files))
+				}
+				return append(out, d.Files[0].AbsPath)
+			}
+		}
+	}
+	deep := strings.Repeat("/d", 2000)
+	outer := []string{"/"}
+	for i := 1; i <= event.MaxTreeDirs; i++ {
+		outer = append(outer, strings.Repeat("/d", i))
+	}
+	tests := []struct {
+		name, path string
+		want       []string
+	}{
+		{"in root", "/f", []string{"/", "/f"}},
+		{"nested", "/etc/ssh/sshd_config", []string{"/", "/etc", "/etc/ssh", "/etc/ssh/sshd_config"}},
+		{"relative", "dir/sub/f", []string{"/", "dir", "dir/sub", "dir/sub/f"}},
+		// 2000 directories: the outer ones up to the limit, then the file's own directory.
+		{"deep", deep + "/f", append(outer, deep, deep+"/f")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := chain(fileTree(tt.path, []string{"open"})); !slices.Equal(got, tt.want) {
+				t.Fatalf("fileTree(%s) = %d levels %.200q, want %d levels", tt.name, len(got), got, len(tt.want))
+			}
+		})
+	}
+}

@@ -59,8 +59,8 @@ func TestBoundArgv(t *testing.T) {
 }
 
 // TestPaddedAncestryIsBounded: a chain of 64 processes with 32 KiB command lines (what /proc
-// allows) would make a 8 MiB event; on the wire it stays small, every cut says so, the event
-// still decodes, and the event value itself (what matching reads) is untouched.
+// allows) would make an 8 MiB event; on the wire it fits MaxEventBytes, every cut says so, the
+// event still decodes, and the event value itself (what matching reads) is untouched.
 func TestPaddedAncestryIsBounded(t *testing.T) {
 	ev := Sample(TypeExecution)
 	pad := strings.Repeat("A", 32<<10)
@@ -74,9 +74,8 @@ func TestPaddedAncestryIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 64 ancestors × 2 fields × 1 KiB, twice (base), plus the process's four 4 KiB fields.
-	if limit := 2*64*2*MaxAncestorCmdBytes + 4*MaxCmdBytes + 16<<10; len(b) > limit {
-		t.Fatalf("event is %d bytes, want at most %d", len(b), limit)
+	if len(b) > MaxEventBytes {
+		t.Fatalf("event is %d bytes, want at most %d", len(b), MaxEventBytes)
 	}
 	got, err := Decode(b)
 	if err != nil {
@@ -102,5 +101,87 @@ func TestPaddedAncestryIsBounded(t *testing.T) {
 	}
 	if len(ev.Process.Argv[2]) != len(pad) || len(ev.Background.Ancestry[0].Cmd) != len(pad)+6 {
 		t.Errorf("encoding cut the event itself: matching must see every byte")
+	}
+}
+
+// TestWorstEventFitsTheBudget fills every field the observed system controls to its limit:
+// 64 ancestors with 32 KiB command lines and 4 KiB executables, 4 KiB paths, a file tree
+// thousands of directories deep, 16 long names per peer. The encoding still fits
+// MaxEventBytes, keeps the nearest ancestors with the triggering process last, and still
+// names the file's directory in the tree.
+func TestWorstEventFitsTheBudget(t *testing.T) {
+	cmd := strings.Repeat("A", 32<<10)
+	long := "/" + strings.Repeat("p", 4094)
+	deep := strings.Repeat("/d", 2047) // 4094 bytes, 2047 directories
+	ev := Sample(TypeFileAccess)
+	ev.Note = long
+	ev.Process.SetArgv([]string{long, cmd, cmd})
+	ev.Process.Exe, ev.Process.PrevExe, ev.Process.PrevArgs, ev.Process.Cgroup, ev.Process.Envs = long, long, cmd, long, cmd
+	ev.File.File, ev.File.Dir, ev.File.Basename = long, long, strings.Repeat("b", 255)
+	ev.Background.Ancestry = nil
+	for i := 0; i < 64; i++ {
+		ev.Background.Ancestry = append(ev.Background.Ancestry, Ancestor{PID: int32(100 + i), Comm: "sh", Exe: long, Cmd: cmd, Args: cmd})
+	}
+	ev.Process.PID = 163
+	// The tree as a decoded event may carry it: one directory per level, the file at the bottom.
+	cur := FSDir{AbsPath: deep, BaseName: "d", Files: []FSFile{{AbsPath: deep + "/f", BaseName: "f"}}}
+	for p := deep[:len(deep)-2]; p != ""; p = p[:len(p)-2] {
+		cur = FSDir{AbsPath: p, BaseName: "d", Dirs: []FSDir{cur}}
+	}
+	ev.Background.Files.Root = FSDir{AbsPath: "/", BaseName: "/", Dirs: []FSDir{cur}}
+	names := make([]string, 16)
+	for i := range names {
+		names[i] = strings.Repeat("n", 250) + ".example"
+	}
+	ev.Background.Flows.Protocols = []ProtoFlows{{Proto: "tcp", Pairs: []Pair{{Nodes: PairNodes{Local: Peer{Names: names}, Remote: Peer{Names: names}}}}}}
+
+	b, err := ev.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > MaxEventBytes {
+		t.Fatalf("worst event is %d bytes, want at most %d", len(b), MaxEventBytes)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatalf("bounded event does not decode: %v", err)
+	}
+	anc := got.Background.Ancestry
+	if len(anc) == 0 || anc[len(anc)-1].PID != 163 {
+		t.Fatalf("ancestry lost the triggering process: %d entries", len(anc))
+	}
+	var holders []FSDir
+	var walk func(d FSDir, depth int) int
+	walk = func(d FSDir, depth int) int {
+		if len(d.Files) > 0 {
+			holders = append(holders, d)
+		}
+		deepest := depth
+		for _, s := range d.Dirs {
+			deepest = max(deepest, walk(s, depth+1))
+		}
+		return deepest
+	}
+	if depth := walk(got.Background.Files.Root, 0); depth > MaxTreeDirs+1 {
+		t.Errorf("file tree is %d deep", depth)
+	}
+	if len(holders) != 1 || holders[0].Files[0].BaseName != "f" {
+		t.Errorf("the cut tree does not end at the file: %+v", holders)
+	}
+}
+
+func TestOrdinaryEventIsNotCut(t *testing.T) {
+	for _, kind := range []string{TypeExecution, TypeFileAccess, TypeNetworkPeer} {
+		b, err := Sample(kind).JSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "bytes cut]") {
+			t.Errorf("%s sample was cut: %s", kind, b)
+		}
+		want, _ := json.Marshal(Sample(kind).wire(levels()[0]))
+		if string(b) != string(want) {
+			t.Errorf("%s sample is not encoded at the first level", kind)
+		}
 	}
 }

@@ -7,7 +7,8 @@
 // Conventions: timestamps are strings in RFC 3339 with nine fraction digits in UTC (Stamp);
 // process.cmd is the full command line (argv joined by spaces), process.args the arguments
 // after argv[0] joined by spaces, process.argv the array; background.ancestry goes from the
-// oldest ancestor to the triggering process, which is last.
+// oldest ancestor to the triggering process, which is last. Encoding bounds what the observed
+// system chose (command lines, paths, depth): see bound.go.
 package event
 
 import (
@@ -387,26 +388,36 @@ type wireBase struct {
 	Background *Background `json:"background"`
 }
 
-// wire returns the JSON form with every nil slice replaced by an empty one. It copies what
-// it changes and never writes to e, so concurrent encodings of one event are safe.
-func (e *Event) wire() wire {
-	bg := normBackground(e.Background)
+// wire returns the JSON form with every nil slice replaced by an empty one, cut to c. It
+// copies what it changes and never writes to e, so concurrent encodings of one event are safe.
+func (e *Event) wire(c cuts) wire {
+	bg := normBackground(e.Background, e.Process.PID, c)
+	md := e.Metadata
+	md.Description, md.Documentation = bound(md.Description, c.str), bound(md.Documentation, c.str)
 	return wire{
-		UUID: e.UUID, Timestamp: e.Timestamp, EventType: e.EventType, Note: e.Note,
-		Metadata: e.Metadata, Process: normProcess(e.Process), File: normFile(e.File),
-		Flow: normFlow(e.Flow), Background: &bg, Base: wireBase{Background: &bg},
+		UUID: e.UUID, Timestamp: e.Timestamp, EventType: e.EventType, Note: bound(e.Note, c.str),
+		Metadata: md, Process: normProcess(e.Process, c), File: normFile(e.File, c),
+		Flow: normFlow(e.Flow, c), Background: &bg, Base: wireBase{Background: &bg},
 		Scenario: orEmpty(e.Scenario),
 	}
 }
 
-// MarshalJSON writes the SPEC §3 shape.
+// MarshalJSON writes the SPEC §3 shape, bounded like JSON.
 func (e Event) MarshalJSON() ([]byte, error) {
-	return json.Marshal(e.wire())
+	return e.JSON()
 }
 
 // JSON returns the event as compact JSON with a fixed field order; arrays are [] when empty.
+// Command lines are cut, and the whole is cut further until it fits MaxEventBytes (bound.go).
 func (e *Event) JSON() ([]byte, error) {
-	return json.Marshal(e.wire())
+	var b []byte
+	for _, c := range levels() {
+		var err error
+		if b, err = json.Marshal(e.wire(c)); err != nil || len(b) <= MaxEventBytes {
+			return b, err
+		}
+	}
+	return b, nil
 }
 
 // Parent returns the parent of the triggering process from the ancestry, nil when unknown.
@@ -436,46 +447,56 @@ func orEmpty[T any](s []T) []T {
 	return s
 }
 
-func normProcess(p Process) Process {
-	p.Argv = orEmpty(boundArgv(p.Argv, MaxCmdBytes))
-	p.Cmd, p.Args = bound(p.Cmd, MaxCmdBytes), bound(p.Args, MaxCmdBytes)
-	p.PrevArgs, p.Envs = bound(p.PrevArgs, MaxCmdBytes), bound(p.Envs, MaxCmdBytes)
+func normProcess(p Process, c cuts) Process {
+	p.Argv = orEmpty(boundArgv(p.Argv, c.cmd))
+	p.Cmd, p.Args = bound(p.Cmd, c.cmd), bound(p.Args, c.cmd)
+	p.PrevArgs, p.Envs = bound(p.PrevArgs, c.cmd), bound(p.Envs, c.cmd)
+	p.Exe, p.PrevExe, p.Loader = bound(p.Exe, c.str), bound(p.PrevExe, c.str), bound(p.Loader, c.str)
+	p.Cgroup, p.ContainerID = bound(p.Cgroup, c.str), bound(p.ContainerID, c.str)
 	return p
 }
 
-func normFile(f *File) *File {
-	if f == nil || f.Actions != nil {
-		return f
+func normFile(f *File, c cuts) *File {
+	if f == nil {
+		return nil
 	}
-	c := *f
-	c.Actions = []string{}
-	return &c
+	d := *f
+	d.Actions = orEmpty(d.Actions)
+	d.File, d.Dir, d.Basename = bound(d.File, c.str), bound(d.Dir, c.str), bound(d.Basename, c.str)
+	return &d
 }
 
-func normFlow(f *Flow) *Flow {
-	if f == nil || (f.Local.Names != nil && f.Remote.Names != nil) {
-		return f
+func normFlow(f *Flow, c cuts) *Flow {
+	if f == nil {
+		return nil
 	}
-	c := *f
-	c.Local.Names = orEmpty(c.Local.Names)
-	c.Remote.Names = orEmpty(c.Remote.Names)
-	return &c
+	d := *f
+	d.Local.Names, d.Remote.Names = boundNames(d.Local.Names, c), boundNames(d.Remote.Names, c)
+	d.Local.Name, d.Remote.Name = bound(d.Local.Name, c.str), bound(d.Remote.Name, c.str)
+	return &d
 }
 
-func normBackground(b Background) Background {
-	anc := make([]Ancestor, len(b.Ancestry))
-	for i, a := range b.Ancestry {
-		a.Cmd, a.Args = bound(a.Cmd, MaxAncestorCmdBytes), bound(a.Args, MaxAncestorCmdBytes)
+// normBackground copies b cut to c. When the ancestry is cut to its nearest entries, the
+// triggering process (pid, last) stays.
+func normBackground(b Background, pid int32, c cuts) Background {
+	src := b.Ancestry
+	if c.ancestors > 0 && len(src) > c.ancestors {
+		src = src[len(src)-c.ancestors:]
+	}
+	anc := make([]Ancestor, len(src))
+	for i, a := range src {
+		a.Cmd, a.Args, a.Exe = bound(a.Cmd, c.ancestor), bound(a.Args, c.ancestor), bound(a.Exe, c.str)
 		anc[i] = a
 	}
 	b.Ancestry = anc
-	b.Files.Root = normDir(b.Files.Root)
+	b.Files.Root = normDir(b.Files.Root, c.treeDirs, c)
 	protos := make([]ProtoFlows, len(b.Flows.Protocols))
 	for i, p := range b.Flows.Protocols {
 		pairs := make([]Pair, len(p.Pairs))
 		for j, pr := range p.Pairs {
-			pr.Nodes.Local.Names = orEmpty(pr.Nodes.Local.Names)
-			pr.Nodes.Remote.Names = orEmpty(pr.Nodes.Remote.Names)
+			pr.Nodes.Local.Names = boundNames(pr.Nodes.Local.Names, c)
+			pr.Nodes.Remote.Names = boundNames(pr.Nodes.Remote.Names, c)
+			pr.Nodes.Local.Name, pr.Nodes.Remote.Name = bound(pr.Nodes.Local.Name, c.str), bound(pr.Nodes.Remote.Name, c.str)
 			pr.PortMatrix = orEmpty(pr.PortMatrix)
 			pairs[j] = pr
 		}
@@ -486,17 +507,38 @@ func normBackground(b Background) Background {
 	return b
 }
 
-// normDir copies the tree; nesting is bounded by what Decode accepts (JSON depth 10000).
-func normDir(d FSDir) FSDir {
-	dirs := make([]FSDir, len(d.Dirs))
-	for i, c := range d.Dirs {
-		dirs[i] = normDir(c)
-	}
+// normDir copies the tree below d, cut to c. depth levels of directories below d are kept
+// (0: all); the directories deeper than that which hold files hang from the last level kept.
+func normDir(d FSDir, depth int, c cuts) FSDir {
+	d.AbsPath, d.BaseName = bound(d.AbsPath, c.str), bound(d.BaseName, c.str)
 	files := make([]FSFile, len(d.Files))
 	for i, f := range d.Files {
-		f.Actions = orEmpty(f.Actions)
+		f.AbsPath, f.BaseName, f.Actions = bound(f.AbsPath, c.str), bound(f.BaseName, c.str), orEmpty(f.Actions)
 		files[i] = f
+	}
+	dirs := make([]FSDir, 0, len(d.Dirs))
+	for _, sub := range d.Dirs {
+		switch {
+		case depth == 0:
+			dirs = append(dirs, normDir(sub, 0, c))
+		case depth > 1:
+			dirs = append(dirs, normDir(sub, depth-1, c))
+		default:
+			dirs = appendHolders(dirs, sub, c)
+		}
 	}
 	d.Dirs, d.Files = dirs, files
 	return d
+}
+
+// appendHolders appends d and every directory below it that holds files, each without its
+// subdirectories, so that a tree cut in depth still names every file.
+func appendHolders(out []FSDir, d FSDir, c cuts) []FSDir {
+	if len(d.Files) > 0 {
+		out = append(out, normDir(FSDir{AbsPath: d.AbsPath, BaseName: d.BaseName, Files: d.Files}, 0, c))
+	}
+	for _, sub := range d.Dirs {
+		out = appendHolders(out, sub, c)
+	}
+	return out
 }
