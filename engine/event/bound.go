@@ -6,16 +6,25 @@ import (
 )
 
 // Events are bounded on the wire. Much of an event is the observed processes' own choosing:
-// /proc allows 32 KiB of command line per process, paths run to 4 KiB (and a deep one makes a
-// file tree of thousands of directories), the ancestry holds up to 64 processes, and background
-// is written twice (its base alias). Left whole, a padded process chain or a deep directory makes
-// every event about it megabytes long: a burst of them rotates the file printer's older
-// detections away, and a shell reaction cannot even start (an environment string is at most
-// 128 KiB). So encoding cuts in levels: the first bounds command lines, which is all a normal
-// event ever needs; when the result is still over MaxEventBytes, the next levels cut every
-// string harder, flatten the file tree and keep only the nearest ancestors. Matching and rate
-// limits read the event before encoding, so they still see every byte; only what is printed
-// and handed to reactions is cut, and each cut string ends with how many bytes it lost.
+// /proc allows 32 KiB of command line and 4096 arguments per process, paths run to 4 KiB (and
+// a deep one makes a file tree of many directories, each with its full path), the ancestry
+// holds up to 64 processes, DNS answers name peers, and background is written twice (its base
+// alias). Left whole, a padded process chain or a deep directory makes every event about it
+// hundreds of kilobytes: a burst of them rotates the file printer's older detections away, and
+// a shell reaction cannot even start (an environment string is at most 128 KiB).
+//
+// So encoding cuts in levels. The first bounds command lines, which is all a real event ever
+// needs. While the result is over MaxEventBytes, the next levels cut harder: command lines and
+// other strings, the file tree flattened below "/", the nearest ancestors only, and lists that
+// only a decoded event makes long. Paths (exe, file, directories) are cut only by the last
+// level, because reactions act on them (hash, stat, correlate): a path that has been cut ends
+// with the marker and names no file. Sizes are counted as encoding/json writes them, escapes
+// included, and each cut string ends with how many bytes it lost.
+//
+// Matching and rate limits read the event before encoding, so they see every byte; only what
+// is printed and handed to reactions is cut. The last level fits MaxEventBytes for any event
+// the engine builds; a decoded event (a test fixture) may still exceed it with strings the
+// engine never takes from the observed system, such as metadata.
 const (
 	// MaxCmdBytes bounds the triggering process's cmd, args, prev_args and envs, each, and
 	// its argv in total.
@@ -25,83 +34,123 @@ const (
 	// MaxEventBytes is what an encoded event is cut to fit: well under the 128 KiB the kernel
 	// allows one environment string (REACTION_DATA).
 	MaxEventBytes = 64 << 10
-	// MaxTreeDirs is how many directories background.files nests below "/": the innermost
-	// ones, where the file is; outer ones are left out (each kept one has its full abs_path).
+	// MaxTreeDirs is how many directories background.files nests below "/": the outermost
+	// ones; the file's own directory hangs from the last of them (each has its full abs_path).
 	MaxTreeDirs = 16
 )
 
-// cuts are the bounds of one encoding level; 0 leaves a string or list whole.
+// cuts are the bounds of one encoding level, in encoded bytes or entries; 0 leaves whole.
 type cuts struct {
-	cmd       int // the process's command lines (cmd, args, prev_args, envs, argv in total)
-	ancestor  int // each ancestor's cmd, args and exe
-	str       int // every other string the observed system chose: paths, cgroup, note, names
-	treeDirs  int // directories nested below "/" in background.files
+	cmd       int // the process's cmd, args, prev_args, envs, and argv in total
+	argc      int // arguments kept in argv
+	ancestor  int // each ancestor's cmd and args
+	str       int // other strings the observed system names: note, comm, cgroup, peer names
+	path      int // paths: exe, prev_exe, loader, file, dir, basename, tree, ancestors' exe
+	treeDirs  int // directories nested below "/" in background.files before it is flattened
 	ancestors int // nearest ancestors kept, the triggering process included
 	names     int // names kept per peer
+	width     int // entries of lists only a decoded event makes long (tree, pairs, ports, ...)
 }
 
-// levels returns the encoding levels, mildest first; the last one fits MaxEventBytes whatever
-// the event holds (64 ancestors and every path at its longest).
-func levels() []cuts {
-	return []cuts{
+// levels returns the encoding levels, mildest first.
+func levels() [4]cuts {
+	return [4]cuts{
 		{cmd: MaxCmdBytes, ancestor: MaxAncestorCmdBytes, treeDirs: MaxTreeDirs},
-		{cmd: 1024, ancestor: 128, str: 1024, treeDirs: 4},
-		{cmd: 256, ancestor: 64, str: 256, treeDirs: 1, ancestors: 8, names: 4},
+		{cmd: 1024, argc: 256, ancestor: 128, str: 1024, treeDirs: 1, names: 4},
+		{cmd: 256, argc: 32, ancestor: 64, str: 256, treeDirs: 1, ancestors: 16, names: 4, width: 16},
+		{cmd: 256, argc: 16, ancestor: 64, str: 128, path: 512, treeDirs: 1, ancestors: 8, names: 2, width: 1},
 	}
 }
 
 // cutMarker ends a cut string: how many bytes of the original are missing.
 func cutMarker(dropped int) string { return "…[" + strconv.Itoa(dropped) + " bytes cut]" }
 
-// bound returns s when n is 0 or s fits in n bytes, else its longest prefix ending on a
-// character boundary that fits together with the marker saying how much was cut.
+// runeLen is how many bytes encoding/json writes for the rune r, read as size bytes of a
+// string: escapes (HTML-safe ones included) and U+FFFD for an invalid byte.
+func runeLen(r rune, size int) int {
+	switch {
+	case r == utf8.RuneError && size == 1, r < 0x20, r == '<', r == '>', r == '&', r == '\u2028', r == '\u2029':
+		return 6 // \uXXXX (a few control characters get a two-byte escape: an upper bound)
+	case r == '"', r == '\\':
+		return 2
+	}
+	return size
+}
+
+// encLen is the length of s as encoding/json writes it, without the quotes.
+func encLen(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		n += runeLen(r, size)
+		i += size
+	}
+	return n
+}
+
+// prefix returns the length of the longest prefix of s, ending between characters, that
+// encodes in room bytes.
+func prefix(s string, room int) int {
+	k, used := 0, 0
+	for k < len(s) {
+		r, size := utf8.DecodeRuneInString(s[k:])
+		if used += runeLen(r, size); used > room {
+			break
+		}
+		k += size
+	}
+	return k
+}
+
+// bound returns s when n is 0 or s encodes in n bytes, else its longest prefix that encodes in
+// n bytes together with the marker saying how much was cut.
 func bound(s string, n int) string {
-	if n == 0 || len(s) <= n {
+	if n == 0 || len(s) <= n/6 || encLen(s) <= n {
 		return s
 	}
-	k := max(n-len(cutMarker(len(s))), 0)
-	for k > 0 && !utf8.RuneStart(s[k]) {
-		k--
-	}
+	k := prefix(s, n-len(cutMarker(len(s))))
 	return s[:k] + cutMarker(len(s)-k)
 }
 
-// boundArgv keeps argv's leading arguments while they fit in n bytes in total; the first one
-// that does not is cut and carries the marker for everything dropped, the rest are left out.
-func boundArgv(argv []string, n int) []string {
-	total := 0
-	for _, a := range argv {
-		total += len(a)
-	}
-	if n == 0 || total <= n {
+// boundArgv keeps argv's leading arguments while there are at most argc of them (0: any
+// number) and they encode in n bytes, each counted with its quotes and comma. The first one
+// that does not fit is cut (or, past argc, left out) and ends with the marker for everything
+// dropped; the rest are left out.
+func boundArgv(argv []string, n, argc int) []string {
+	if n == 0 {
 		return argv
 	}
-	out := make([]string, 0, len(argv))
 	used := 0
-	for _, a := range argv {
-		if used+len(a) <= n {
-			out = append(out, a)
-			used += len(a)
+	for i, a := range argv {
+		cost := encLen(a) + 3
+		if used+cost <= n && (argc == 0 || i < argc) {
+			used += cost
 			continue
 		}
-		rest := total - used // bytes of a and of every later argument
-		k := min(max(n-used-len(cutMarker(rest)), 0), len(a))
-		for k > 0 && k < len(a) && !utf8.RuneStart(a[k]) {
-			k--
+		rest := 0
+		for _, b := range argv[i:] {
+			rest += len(b)
 		}
-		return append(out, a[:k]+cutMarker(rest-k))
+		k := 0
+		if argc == 0 || i < argc {
+			k = prefix(a, n-used-3-len(cutMarker(rest)))
+		}
+		return append(argv[:i:i], a[:k]+cutMarker(rest-k)) // a copy: argv is the event's
 	}
-	return out
+	return argv
 }
 
-// boundNames keeps the first n names (all when n is 0), each bounded to c.str.
+// firstN returns the first n entries of s (all when n is 0).
+func firstN[T any](s []T, n int) []T {
+	if n > 0 && len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// boundNames keeps the first c.names names, each bounded to c.str.
 func boundNames(names []string, c cuts) []string {
-	if c.names > 0 && len(names) > c.names {
-		names = names[:c.names]
-	}
-	if c.str == 0 {
-		return orEmpty(names)
-	}
+	names = firstN(names, c.names)
 	out := make([]string, len(names))
 	for i, s := range names {
 		out[i] = bound(s, c.str)

@@ -2,10 +2,10 @@ package event
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
-	"unicode/utf8"
 )
 
 func TestBound(t *testing.T) {
@@ -16,10 +16,14 @@ func TestBound(t *testing.T) {
 		want string
 	}{
 		{"fits", "abc", 3, "abc"},
-		{"empty", "", 0, ""},
+		{"no limit", strings.Repeat("a", 100), 0, strings.Repeat("a", 100)},
+		{"empty", "", 1, ""},
 		{"cut", strings.Repeat("a", 100), 40, strings.Repeat("a", 40-len(cutMarker(100))) + cutMarker(100-(40-len(cutMarker(100))))},
 		// "é" is two bytes: a cut never splits it.
 		{"rune boundary", strings.Repeat("é", 50), 30, strings.Repeat("é", 6) + cutMarker(88)},
+		// "<" is written \u003c: six bytes of the budget each.
+		{"escapes count", strings.Repeat("<", 100), 40, "<<<" + cutMarker(97)},
+		{"invalid bytes count", strings.Repeat("\xff", 10), 30, "\xff\xff" + cutMarker(8)},
 		{"no room", strings.Repeat("a", 100), 3, cutMarker(100)},
 	}
 	for _, tt := range tests {
@@ -28,31 +32,49 @@ func TestBound(t *testing.T) {
 			if got != tt.want {
 				t.Fatalf("bound(%d bytes, %d) = %q, want %q", len(tt.in), tt.n, got, tt.want)
 			}
-			if !utf8.ValidString(got) {
-				t.Fatalf("bound produced invalid UTF-8: %q", got)
+			if b, _ := json.Marshal(got); tt.n >= len(cutMarker(len(tt.in))) && len(b)-2 > max(tt.n, len(tt.in)) {
+				t.Fatalf("%q encodes in %d bytes, over %d", got, len(b)-2, tt.n)
 			}
 		})
+	}
+}
+
+func TestEncLenIsWhatJSONWrites(t *testing.T) {
+	for _, s := range []string{"", "plain", "é€😀", "<>&", "\"\\", "\x00\x01\x1f", "\n\r\t", "\xff\xfe", "\u2028\u2029", "a\xc3"} {
+		b, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// encLen may count a short escape (\n) as six: an upper bound, never below.
+		if got := encLen(s); got < len(b)-2 || got > 6*len(s) {
+			t.Errorf("encLen(%q) = %d, json writes %d", s, got, len(b)-2)
+		}
 	}
 }
 
 func TestBoundArgv(t *testing.T) {
 	long := strings.Repeat("x", 50)
 	tests := []struct {
-		name string
-		in   []string
-		n    int
-		want []string
+		name    string
+		in      []string
+		n, argc int
+		want    []string
 	}{
-		{"fits", []string{"a", "bb"}, 3, []string{"a", "bb"}},
-		{"nil", nil, 10, nil},
-		// 3+50+50 = 103 bytes: "cmd" and 30 bytes of the rest fit, the marker counts what is gone.
-		{"cut inside", []string{"cmd", long, long}, 33 + len(cutMarker(100)), []string{"cmd", strings.Repeat("x", 30) + cutMarker(70)}},
-		{"cut at an argument", []string{"cmd", long, long}, 53 + len(cutMarker(50)), []string{"cmd", long, cutMarker(50)}},
+		{"fits", []string{"a", "bb"}, 9, 0, []string{"a", "bb"}},
+		{"nil", nil, 10, 0, nil},
+		{"no limit", []string{long, long}, 0, 0, []string{long, long}},
+		// "cmd" costs 6 with its quotes and comma; 30 bytes of the next fit with the marker.
+		{"cut inside", []string{"cmd", long, long}, 6 + 3 + 30 + len(cutMarker(100)), 0, []string{"cmd", strings.Repeat("x", 30) + cutMarker(70)}},
+		{"too many", []string{"a", "b", "c", "d"}, 100, 2, []string{"a", "b", cutMarker(2)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := boundArgv(tt.in, tt.n); !reflect.DeepEqual(got, tt.want) {
+			in := append([]string(nil), tt.in...)
+			if got := boundArgv(tt.in, tt.n, tt.argc); !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("boundArgv = %q, want %q", got, tt.want)
+			}
+			if !reflect.DeepEqual(in, tt.in) {
+				t.Fatalf("boundArgv wrote to its input: %q", tt.in)
 			}
 		})
 	}
@@ -104,69 +126,111 @@ func TestPaddedAncestryIsBounded(t *testing.T) {
 	}
 }
 
-// TestWorstEventFitsTheBudget fills every field the observed system controls to its limit:
-// 64 ancestors with 32 KiB command lines and 4 KiB executables, 4 KiB paths, a file tree
-// thousands of directories deep, 16 long names per peer. The encoding still fits
-// MaxEventBytes, keeps the nearest ancestors with the triggering process last, and still
-// names the file's directory in the tree.
-func TestWorstEventFitsTheBudget(t *testing.T) {
-	cmd := strings.Repeat("A", 32<<10)
-	long := "/" + strings.Repeat("p", 4094)
-	deep := strings.Repeat("/d", 2047) // 4094 bytes, 2047 directories
+// outerTree is background.files as the enricher builds it for p: the outer MaxTreeDirs
+// directories, each with its full path, then the file's directory holding the file.
+func outerTree(p string) Files {
+	dir := p[:strings.LastIndexByte(p, '/')]
+	cur := FSDir{AbsPath: dir, BaseName: "d", Files: []FSFile{{AbsPath: p, BaseName: "f", Actions: []string{"open"}}}}
+	var outer []string
+	for i := 1; i < len(dir) && len(outer) < MaxTreeDirs; i++ {
+		if dir[i] == '/' {
+			outer = append(outer, dir[:i])
+		}
+	}
+	for i := len(outer) - 1; i >= 0; i-- {
+		cur = FSDir{AbsPath: outer[i], BaseName: "d", Dirs: []FSDir{cur}}
+	}
+	return Files{Root: FSDir{AbsPath: "/", BaseName: "/", Dirs: []FSDir{cur}}}
+}
+
+// worstEvent fills every field the observed system controls to its limit with fill: 64
+// ancestors with 32 KiB command lines and 4 KiB executables, 4096 arguments, 4 KiB paths of
+// 250-byte components, a 4 KiB cgroup, a rename note, 16 long names per peer.
+func worstEvent(fill string) *Event {
+	rep := func(n int) string { return strings.Repeat(fill, n/len(fill)) }
+	cmd := rep(32 << 10)
+	var long string
+	for len(long)+251 <= 4095 {
+		long += "/" + rep(250)
+	}
+	argv := make([]string, 4096)
+	argv[0], argv[1] = long, cmd
 	ev := Sample(TypeFileAccess)
-	ev.Note = long
-	ev.Process.SetArgv([]string{long, cmd, cmd})
-	ev.Process.Exe, ev.Process.PrevExe, ev.Process.PrevArgs, ev.Process.Cgroup, ev.Process.Envs = long, long, cmd, long, cmd
-	ev.File.File, ev.File.Dir, ev.File.Basename = long, long, strings.Repeat("b", 255)
+	ev.Note = "rename to " + long
+	ev.Process.SetArgv(argv)
+	ev.Process.Comm, ev.Process.Exe, ev.Process.PrevExe, ev.Process.Loader = rep(15), long, long, long
+	ev.Process.PrevArgs, ev.Process.Cgroup, ev.Process.Envs, ev.Process.PID = cmd, long, cmd, 163
+	ev.File.File, ev.File.Dir, ev.File.Basename = long+"/"+rep(255), long, rep(255)
 	ev.Background.Ancestry = nil
 	for i := 0; i < 64; i++ {
-		ev.Background.Ancestry = append(ev.Background.Ancestry, Ancestor{PID: int32(100 + i), Comm: "sh", Exe: long, Cmd: cmd, Args: cmd})
+		ev.Background.Ancestry = append(ev.Background.Ancestry, Ancestor{PID: int32(100 + i), Comm: rep(15), Exe: long, Cmd: cmd, Args: cmd})
 	}
-	ev.Process.PID = 163
-	// The tree as a decoded event may carry it: one directory per level, the file at the bottom.
-	cur := FSDir{AbsPath: deep, BaseName: "d", Files: []FSFile{{AbsPath: deep + "/f", BaseName: "f"}}}
-	for p := deep[:len(deep)-2]; p != ""; p = p[:len(p)-2] {
-		cur = FSDir{AbsPath: p, BaseName: "d", Dirs: []FSDir{cur}}
-	}
-	ev.Background.Files.Root = FSDir{AbsPath: "/", BaseName: "/", Dirs: []FSDir{cur}}
+	ev.Background.Files = outerTree(ev.File.File)
 	names := make([]string, 16)
 	for i := range names {
-		names[i] = strings.Repeat("n", 250) + ".example"
+		names[i] = rep(253)
 	}
-	ev.Background.Flows.Protocols = []ProtoFlows{{Proto: "tcp", Pairs: []Pair{{Nodes: PairNodes{Local: Peer{Names: names}, Remote: Peer{Names: names}}}}}}
+	ev.Background.Flows.Protocols = []ProtoFlows{{Proto: "tcp", Pairs: []Pair{{Nodes: PairNodes{Local: Peer{Name: names[0], Names: names}, Remote: Peer{Name: names[0], Names: names}}}}}}
+	return ev
+}
 
+// TestWorstEventFitsTheBudget: whatever bytes the observed system uses (escaped ones count
+// six times), the encoding fits MaxEventBytes, decodes, keeps the triggering process last in
+// the ancestry and still names the file in the tree.
+func TestWorstEventFitsTheBudget(t *testing.T) {
+	for _, fill := range []string{"A", "é", "<", "\x01", "\xff", "\""} {
+		t.Run(fmt.Sprintf("%q", fill), func(t *testing.T) {
+			b, err := worstEvent(fill).JSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d bytes", len(b))
+			if len(b) > MaxEventBytes {
+				t.Fatalf("worst event is %d bytes, want at most %d", len(b), MaxEventBytes)
+			}
+			got, err := Decode(b)
+			if err != nil {
+				t.Fatalf("bounded event does not decode: %v", err)
+			}
+			if anc := got.Background.Ancestry; len(anc) == 0 || anc[len(anc)-1].PID != 163 {
+				t.Fatalf("ancestry lost the triggering process: %d entries", len(anc))
+			}
+			if !strings.Contains(string(b), `"files":[{"abs_path":`) {
+				t.Fatalf("the cut tree names no file")
+			}
+		})
+	}
+}
+
+// TestPathsOutlastEverythingElse: an exec from a long path with ordinary ancestors makes an
+// event over the budget at the first level (the tree repeats the path per directory); the
+// cut falls on the tree and the command lines, not on the paths reactions act on.
+func TestPathsOutlastEverythingElse(t *testing.T) {
+	exe := "/tmp"
+	for i := 0; i < 15; i++ {
+		exe += "/" + strings.Repeat("a", 250)
+	}
+	exe += "/.x/payload"
+	ev := Sample(TypeExecution)
+	ev.Process.Exe = exe
+	ev.Process.SetArgv([]string{exe, strings.Repeat("B", 32<<10)})
+	ev.Background.Files = outerTree(exe)
+	if b, _ := json.Marshal(ev.wire(levels()[0])); len(b) <= MaxEventBytes {
+		t.Fatalf("the first level fits (%d bytes): the test no longer needs a cut", len(b))
+	}
 	b, err := ev.JSON()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b) > MaxEventBytes {
-		t.Fatalf("worst event is %d bytes, want at most %d", len(b), MaxEventBytes)
-	}
 	got, err := Decode(b)
 	if err != nil {
-		t.Fatalf("bounded event does not decode: %v", err)
+		t.Fatal(err)
 	}
-	anc := got.Background.Ancestry
-	if len(anc) == 0 || anc[len(anc)-1].PID != 163 {
-		t.Fatalf("ancestry lost the triggering process: %d entries", len(anc))
+	if len(b) > MaxEventBytes || got.Process.Exe != exe {
+		t.Fatalf("%d bytes, exe %d bytes (want %d, whole)", len(b), len(got.Process.Exe), len(exe))
 	}
-	var holders []FSDir
-	var walk func(d FSDir, depth int) int
-	walk = func(d FSDir, depth int) int {
-		if len(d.Files) > 0 {
-			holders = append(holders, d)
-		}
-		deepest := depth
-		for _, s := range d.Dirs {
-			deepest = max(deepest, walk(s, depth+1))
-		}
-		return deepest
-	}
-	if depth := walk(got.Background.Files.Root, 0); depth > MaxTreeDirs+1 {
-		t.Errorf("file tree is %d deep", depth)
-	}
-	if len(holders) != 1 || holders[0].Files[0].BaseName != "f" {
-		t.Errorf("the cut tree does not end at the file: %+v", holders)
+	if !strings.Contains(string(b), `"abs_path":"`+exe+`"`) {
+		t.Fatalf("the tree no longer names the executable")
 	}
 }
 

@@ -391,14 +391,14 @@ type wireBase struct {
 // wire returns the JSON form with every nil slice replaced by an empty one, cut to c. It
 // copies what it changes and never writes to e, so concurrent encodings of one event are safe.
 func (e *Event) wire(c cuts) wire {
-	bg := normBackground(e.Background, e.Process.PID, c)
+	bg := normBackground(e.Background, c)
 	md := e.Metadata
 	md.Description, md.Documentation = bound(md.Description, c.str), bound(md.Documentation, c.str)
 	return wire{
 		UUID: e.UUID, Timestamp: e.Timestamp, EventType: e.EventType, Note: bound(e.Note, c.str),
 		Metadata: md, Process: normProcess(e.Process, c), File: normFile(e.File, c),
 		Flow: normFlow(e.Flow, c), Background: &bg, Base: wireBase{Background: &bg},
-		Scenario: orEmpty(e.Scenario),
+		Scenario: orEmpty(firstN(e.Scenario, c.width)),
 	}
 }
 
@@ -408,7 +408,7 @@ func (e Event) MarshalJSON() ([]byte, error) {
 }
 
 // JSON returns the event as compact JSON with a fixed field order; arrays are [] when empty.
-// Command lines are cut, and the whole is cut further until it fits MaxEventBytes (bound.go).
+// It is cut, level by level, until it fits MaxEventBytes (bound.go).
 func (e *Event) JSON() ([]byte, error) {
 	var b []byte
 	for _, c := range levels() {
@@ -448,11 +448,11 @@ func orEmpty[T any](s []T) []T {
 }
 
 func normProcess(p Process, c cuts) Process {
-	p.Argv = orEmpty(boundArgv(p.Argv, c.cmd))
+	p.Argv = orEmpty(boundArgv(p.Argv, c.cmd, c.argc))
 	p.Cmd, p.Args = bound(p.Cmd, c.cmd), bound(p.Args, c.cmd)
 	p.PrevArgs, p.Envs = bound(p.PrevArgs, c.cmd), bound(p.Envs, c.cmd)
-	p.Exe, p.PrevExe, p.Loader = bound(p.Exe, c.str), bound(p.PrevExe, c.str), bound(p.Loader, c.str)
-	p.Cgroup, p.ContainerID = bound(p.Cgroup, c.str), bound(p.ContainerID, c.str)
+	p.Comm, p.Cgroup, p.ContainerID = bound(p.Comm, c.str), bound(p.Cgroup, c.str), bound(p.ContainerID, c.str)
+	p.Exe, p.PrevExe, p.Loader = bound(p.Exe, c.path), bound(p.PrevExe, c.path), bound(p.Loader, c.path)
 	return p
 }
 
@@ -462,7 +462,7 @@ func normFile(f *File, c cuts) *File {
 	}
 	d := *f
 	d.Actions = orEmpty(d.Actions)
-	d.File, d.Dir, d.Basename = bound(d.File, c.str), bound(d.Dir, c.str), bound(d.Basename, c.str)
+	d.File, d.Dir, d.Basename = bound(d.File, c.path), bound(d.Dir, c.path), bound(d.Basename, c.path)
 	return &d
 }
 
@@ -476,32 +476,33 @@ func normFlow(f *Flow, c cuts) *Flow {
 	return &d
 }
 
-// normBackground copies b cut to c. When the ancestry is cut to its nearest entries, the
-// triggering process (pid, last) stays.
-func normBackground(b Background, pid int32, c cuts) Background {
+// normBackground copies b cut to c. A cut ancestry keeps its nearest entries, so the
+// triggering process stays last.
+func normBackground(b Background, c cuts) Background {
 	src := b.Ancestry
 	if c.ancestors > 0 && len(src) > c.ancestors {
 		src = src[len(src)-c.ancestors:]
 	}
 	anc := make([]Ancestor, len(src))
 	for i, a := range src {
-		a.Cmd, a.Args, a.Exe = bound(a.Cmd, c.ancestor), bound(a.Args, c.ancestor), bound(a.Exe, c.str)
+		a.Cmd, a.Args = bound(a.Cmd, c.ancestor), bound(a.Args, c.ancestor)
+		a.Comm, a.Exe = bound(a.Comm, c.str), bound(a.Exe, c.path)
 		anc[i] = a
 	}
 	b.Ancestry = anc
 	b.Files.Root = normDir(b.Files.Root, c.treeDirs, c)
-	protos := make([]ProtoFlows, len(b.Flows.Protocols))
-	for i, p := range b.Flows.Protocols {
-		pairs := make([]Pair, len(p.Pairs))
-		for j, pr := range p.Pairs {
-			pr.Nodes.Local.Names = boundNames(pr.Nodes.Local.Names, c)
-			pr.Nodes.Remote.Names = boundNames(pr.Nodes.Remote.Names, c)
-			pr.Nodes.Local.Name, pr.Nodes.Remote.Name = bound(pr.Nodes.Local.Name, c.str), bound(pr.Nodes.Remote.Name, c.str)
-			pr.PortMatrix = orEmpty(pr.PortMatrix)
-			pairs[j] = pr
+	protos := make([]ProtoFlows, 0, len(b.Flows.Protocols))
+	for _, p := range firstN(b.Flows.Protocols, c.width) {
+		pairs := make([]Pair, 0, len(p.Pairs))
+		for _, pr := range firstN(p.Pairs, c.width) {
+			for _, n := range []*Peer{&pr.Nodes.Local, &pr.Nodes.Remote} {
+				n.Names, n.Name = boundNames(n.Names, c), bound(n.Name, c.str)
+			}
+			pr.PortMatrix = orEmpty(firstN(pr.PortMatrix, c.width))
+			pairs = append(pairs, pr)
 		}
 		p.Pairs = pairs
-		protos[i] = p
+		protos = append(protos, p)
 	}
 	b.Flows.Protocols = protos
 	return b
@@ -510,13 +511,13 @@ func normBackground(b Background, pid int32, c cuts) Background {
 // normDir copies the tree below d, cut to c. depth levels of directories below d are kept
 // (0: all); the directories deeper than that which hold files hang from the last level kept.
 func normDir(d FSDir, depth int, c cuts) FSDir {
-	d.AbsPath, d.BaseName = bound(d.AbsPath, c.str), bound(d.BaseName, c.str)
-	files := make([]FSFile, len(d.Files))
-	for i, f := range d.Files {
-		f.AbsPath, f.BaseName, f.Actions = bound(f.AbsPath, c.str), bound(f.BaseName, c.str), orEmpty(f.Actions)
-		files[i] = f
+	d.AbsPath, d.BaseName = bound(d.AbsPath, c.path), bound(d.BaseName, c.path)
+	files := make([]FSFile, 0, len(d.Files))
+	for _, f := range firstN(d.Files, c.width) {
+		f.AbsPath, f.BaseName, f.Actions = bound(f.AbsPath, c.path), bound(f.BaseName, c.path), orEmpty(f.Actions)
+		files = append(files, f)
 	}
-	dirs := make([]FSDir, 0, len(d.Dirs))
+	var dirs []FSDir
 	for _, sub := range d.Dirs {
 		switch {
 		case depth == 0:
@@ -527,13 +528,16 @@ func normDir(d FSDir, depth int, c cuts) FSDir {
 			dirs = appendHolders(dirs, sub, c)
 		}
 	}
-	d.Dirs, d.Files = dirs, files
+	d.Dirs, d.Files = orEmpty(firstN(dirs, c.width)), files
 	return d
 }
 
 // appendHolders appends d and every directory below it that holds files, each without its
-// subdirectories, so that a tree cut in depth still names every file.
+// subdirectories, so that a tree cut in depth still names its files.
 func appendHolders(out []FSDir, d FSDir, c cuts) []FSDir {
+	if c.width > 0 && len(out) >= c.width {
+		return out
+	}
 	if len(d.Files) > 0 {
 		out = append(out, normDir(FSDir{AbsPath: d.AbsPath, BaseName: d.BaseName, Files: d.Files}, 0, c))
 	}
