@@ -97,8 +97,8 @@ func TestStatusesAndLimits(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			env, _ := newEnv(t, "strict")
 			lim := lim
-			if c.status == StatusOOM {
-				lim.Timeout = 5 * time.Second // let the cap, not the clock, stop it
+			if c.status != StatusTimeout {
+				lim.Timeout = 5 * time.Second // let the cap or the error, not the clock, stop it
 			}
 			p := compile(t, h, c.src, lim)
 			start := time.Now()
@@ -107,7 +107,8 @@ func TestStatusesAndLimits(t *testing.T) {
 			if tr.Status != c.status {
 				t.Fatalf("status %s, want %s (error %+v)", tr.Status, c.status, tr.Error)
 			}
-			if c.status == StatusTimeout && took > 2*lim.Timeout+100*time.Millisecond {
+			// The deadline is enforced: a loaded machine delays the stop, it never prevents it.
+			if c.status == StatusTimeout && took > lim.Timeout+2*time.Second {
 				t.Errorf("timeout took %s for a %s deadline", took, lim.Timeout)
 			}
 			if c.errName != "" && (tr.Error == nil || tr.Error.Name != c.errName || !strings.Contains(tr.Error.Message, c.errMsg)) {

@@ -542,7 +542,7 @@ func TestTrafficBlocked(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			to := listen(t, p.b, tc.to)
-			if err := connect(p.a, to); err != nil {
+			if err := reach(p.a, to); err != nil {
 				t.Fatalf("connect before blocking: %v", err)
 			}
 			if ret, err := b.Block(ctx, tc.block, time.Minute); err != nil || ret != 0 {
@@ -554,7 +554,7 @@ func TestTrafficBlocked(t *testing.T) {
 			if ret, err := b.Unblock(ctx, tc.block); err != nil || ret != 0 {
 				t.Fatalf("Unblock(%s): %d, %v", tc.block, ret, err)
 			}
-			if err := connect(p.a, to); err != nil {
+			if err := reach(p.a, to); err != nil {
 				t.Fatalf("connect after Unblock: %v", err)
 			}
 		})
