@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -137,10 +138,15 @@ type wakeProbe struct {
 }
 
 func newWakeProbe(t *testing.T, s *Sensors) *wakeProbe {
+	return newRingProbe(t, s, "proc_rb")
+}
+
+// newRingProbe is newWakeProbe on the ring named ring of the one sensor s runs.
+func newRingProbe(t *testing.T, s *Sensors, ring string) *wakeProbe {
 	t.Helper()
 	// Stop the Go reader: it would consume the records and race the probe.
 	if len(s.readers) != 1 || len(s.colls) != 1 {
-		t.Fatalf("want the proc sensor alone, have %d readers", len(s.readers))
+		t.Fatalf("want one sensor alone, have %d readers", len(s.readers))
 	}
 	if w := s.wakes[0]; w != nil {
 		w.Close() // ends the poll loop, which reads nothing more once it has returned
@@ -148,7 +154,7 @@ func newWakeProbe(t *testing.T, s *Sensors) *wakeProbe {
 	} else if err := s.readers[0].Close(); err != nil {
 		t.Fatal(err)
 	}
-	rb := s.colls[0].Maps["proc_rb"]
+	rb := s.colls[0].Maps[ring]
 	r, err := ringbuf.NewReader(rb)
 	if err != nil {
 		t.Fatal(err)
@@ -494,5 +500,43 @@ func TestBatchedWakeupOncePerBand(t *testing.T) {
 	}
 	if wakes > bands+2 || wakes >= past {
 		t.Errorf("%d wake-ups for %d bands crossed (%d execs past the first): a wake-up per record", wakes, bands, past)
+	}
+}
+
+// TestFileWakeupOncePerBand: file records wake the reader about once per WakeupBytes of
+// output, not once per record, although each CPU counts its own output (no shared position is
+// read per record): at most one wake-up per band crossed, plus one per CPU.
+func TestFileWakeupOncePerBand(t *testing.T) {
+	const band = 16 << 10
+	dir := t.TempDir()
+	s := openSensors(t, Config{Sensors: SensorFile, WatchSelf: true, FlushInterval: time.Hour, WakeupBytes: band, FilePrefixes: []string{dir + "/"}})
+	p := newRingProbe(t, s, "file_rb")
+	f := filepath.Join(dir, "f")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.woken() // forget what came before
+	start := p.ring.AvailableBytes()
+	wakes, opens := 0, 0
+	for ; opens < 20000 && p.ring.AvailableBytes()-start < 12*band; opens++ {
+		fd, err := unix.Open(f, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+		if p.woken() {
+			wakes++
+		}
+	}
+	bands := int((p.ring.AvailableBytes() - start) / band)
+	t.Logf("%d opens, %d bytes (%d bands), %d wake-ups", opens, p.ring.AvailableBytes()-start, bands, wakes)
+	if bands < 4 {
+		t.Fatalf("only %d bands produced in %d opens: the filter dropped the opens?", bands, opens)
+	}
+	if wakes == 0 {
+		t.Error("no wake-up although the backlog crossed WakeupBytes several times")
+	}
+	if wakes > bands+runtime.NumCPU()+1 {
+		t.Errorf("%d wake-ups for %d bands: more than one per band and CPU", wakes, bands)
 	}
 }
