@@ -504,8 +504,8 @@ func TestBatchedWakeupOncePerBand(t *testing.T) {
 }
 
 // TestFileWakeupOncePerBand: file records wake the reader about once per WakeupBytes of
-// output, not once per record, although each CPU counts its own output (no shared position is
-// read per record): at most one wake-up per band crossed, plus one per CPU.
+// output, not once per record: at most one wake-up per band crossed (plus one per CPU, for
+// racing producers).
 func TestFileWakeupOncePerBand(t *testing.T) {
 	const band = 16 << 10
 	dir := t.TempDir()
@@ -539,4 +539,62 @@ func TestFileWakeupOncePerBand(t *testing.T) {
 	if wakes > bands+runtime.NumCPU()+1 {
 		t.Errorf("%d wake-ups for %d bands: more than one per band and CPU", wakes, bands)
 	}
+}
+
+// TestFileWakeupAcrossCPUs: with the opens spread evenly over the CPUs, the reader is still
+// woken before half the ring is queued. (A per-CPU count of output, tried to spare the read
+// of the ring's shared producer position, let the ring fill before any wake-up.)
+func TestFileWakeupAcrossCPUs(t *testing.T) {
+	cpus := runtime.NumCPU()
+	if cpus < 2 {
+		t.Skipf("needs two CPUs, the host has %d", cpus)
+	}
+	const ring = 64 << 10
+	dir := t.TempDir()
+	s := openSensors(t, Config{Sensors: SensorFile, WatchSelf: true, FlushInterval: time.Hour, FileRingBytes: ring,
+		WakeupBytes: ring / 2, FilePrefixes: []string{dir + "/"}})
+	p := newRingProbe(t, s, "file_rb")
+	f := filepath.Join(dir, "f")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.SchedSetaffinity(0, &all)
+	var usable []int
+	for c := 0; c < 1024 && len(usable) < cpus; c++ {
+		if all.IsSet(c) {
+			usable = append(usable, c)
+		}
+	}
+	if len(usable) < 2 {
+		t.Skipf("the test may run on %d CPU only", len(usable))
+	}
+	p.woken()
+	start := p.ring.AvailableBytes()
+	for i := 0; i < 4000; i++ {
+		var one unix.CPUSet
+		one.Set(usable[i%len(usable)])
+		if err := unix.SchedSetaffinity(0, &one); err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.Open(f, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+		if p.woken() {
+			queued := p.ring.AvailableBytes() - start
+			t.Logf("first wake-up after %d opens on %d CPUs, %d bytes queued", i+1, len(usable), queued)
+			if queued > ring/2+1024 {
+				t.Fatalf("woken with %d bytes queued in a %d-byte ring: more than half", queued, ring)
+			}
+			return
+		}
+	}
+	t.Fatalf("no wake-up in 4000 opens (%d bytes queued, %d lost)", p.ring.AvailableBytes()-start, s.Stats()["file"].Lost)
 }

@@ -114,19 +114,11 @@ struct {
 	__type(value, u32);
 } ignore_tgid SEC(".maps");
 
-// The per-CPU record being built, and how many bytes this CPU has put in the
-// ring: the band wake-up counts them instead of asking the ring for its
-// producer position, a cache line every producer writes.
-struct file_scratch {
-	struct file_event e;
-	u64 written;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, u32);
-	__type(value, struct file_scratch);
+	__type(value, struct file_event);
 } file_scratch SEC(".maps");
 
 DECLARE_CFG();
@@ -359,10 +351,9 @@ static __always_inline int file_call(long nr, const struct sysargs *sa, int raw)
 		return 0;
 
 	u32 zero = 0;
-	struct file_scratch *scr = bpf_map_lookup_elem(&file_scratch, &zero);
-	if (!scr)
+	struct file_event *e = bpf_map_lookup_elem(&file_scratch, &zero);
+	if (!e)
 		return 0;
-	struct file_event *e = &scr->e;
 	struct jcfg *c = get_cfg(&cfg);
 
 	u32 flags = 0;
@@ -439,11 +430,8 @@ static __always_inline int file_call(long nr, const struct sysargs *sa, int raw)
 			n = PATH_CAP;
 		size = __builtin_offsetof(struct file_event, path1) + n;
 	}
-	// Each CPU wakes the reader as its own output crosses a band: together
-	// they still wake it about once per wake_bytes.
-	u64 wake = band_wakeup(c, scr->written, size);
-	scr->written += (size + 8 + 7) & ~7ULL;
-	if (bpf_ringbuf_output(&file_rb, e, size, wake) < 0)
+	if (bpf_ringbuf_output(&file_rb, e, size,
+			       band_wakeup(c, bpf_ringbuf_query(&file_rb, BPF_RB_PROD_POS), size)) < 0)
 		COUNT_LOST(STREAM_FILE);
 	return 0;
 }
