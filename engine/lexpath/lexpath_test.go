@@ -31,6 +31,10 @@ func FuzzClean(f *testing.F) {
 			if got, want := Clean(p), path.Clean(p); got != want {
 				t.Fatalf("Clean(%q) = %q, path.Clean gives %q", p, got, want)
 			}
+			// Clean would hide a wrong "unclean": path.Clean then gives the same string.
+			if IsClean(p) != (path.Clean(p) == p) {
+				t.Fatalf("IsClean(%q) = %v, path.Clean gives %q", p, IsClean(p), path.Clean(p))
+			}
 		} else if got := Clean(p); got != p {
 			t.Fatalf("Clean(%q) = %q: a relative path must be left alone", p, got)
 		}
