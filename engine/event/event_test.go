@@ -306,6 +306,24 @@ func TestStamp(t *testing.T) {
 	}
 }
 
+// FuzzStamp: the digit writer agrees with time.Format for every instant, the years Format
+// alone handles (before 0, after 9999) included.
+func FuzzStamp(f *testing.F) {
+	for _, s := range []int64{0, 1, -1, 1 << 62, -(1 << 62), 253402300799, 253402300800, -62135596800, -62167219201} {
+		f.Add(s, int64(999999999))
+	}
+	f.Fuzz(func(t *testing.T, sec, nsec int64) {
+		ts := time.Unix(sec, nsec%1e9)
+		want := ts.UTC().Format(StampLayout)
+		if ts.IsZero() {
+			want = ""
+		}
+		if got := Stamp(ts); got != want {
+			t.Fatalf("Stamp(%d, %d) = %q, Format gives %q", sec, nsec, got, want)
+		}
+	})
+}
+
 func TestSample(t *testing.T) {
 	if Sample("bogus") != nil {
 		t.Error("unknown kind")
