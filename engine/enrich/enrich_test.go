@@ -540,6 +540,20 @@ func TestFileTree(t *testing.T) {
 			if got := chain(fileTree(tt.path, []string{"open"})); !slices.Equal(got, tt.want) {
 				t.Fatalf("fileTree(%s) = %d levels %.200q, want %d levels", tt.name, len(got), got, len(tt.want))
 			}
+			// The encoder keeps the tree as built: it cuts depth exactly where fileTree does.
+			ev := event.Sample(event.TypeFileAccess)
+			ev.Background.Files = fileTree(tt.path, []string{"open"})
+			b, err := ev.JSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := event.Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := chain(back.Background.Files); !slices.Equal(got, tt.want) {
+				t.Fatalf("encoded tree of %s has %d levels, want %d", tt.name, len(got), len(tt.want))
+			}
 		})
 	}
 }

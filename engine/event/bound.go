@@ -16,10 +16,11 @@ import (
 // So encoding cuts in levels. The first bounds command lines, which is all a real event ever
 // needs. While the result is over MaxEventBytes, the next levels cut harder: command lines and
 // other strings, the file tree flattened below "/", the nearest ancestors only, and lists that
-// only a decoded event makes long. Paths (exe, file, directories) are cut only by the last
-// level, because reactions act on them (hash, stat, correlate): a path that has been cut ends
-// with the marker and names no file. Sizes are counted as encoding/json writes them, escapes
-// included, and each cut string ends with how many bytes it lost.
+// only a decoded event makes long. Paths are cut by the last three levels only, because
+// reactions act on them (hash, stat, correlate) and a cut path names no file: first the copies
+// in background, then the other paths, and last the executable and the file themselves. Sizes
+// are counted as encoding/json writes them, escapes included, and each cut string ends with
+// how many bytes it lost.
 //
 // Matching and rate limits read the event before encoding, so they see every byte; only what
 // is printed and handed to reactions is cut. The last level fits MaxEventBytes for any event
@@ -40,25 +41,36 @@ const (
 )
 
 // cuts are the bounds of one encoding level, in encoded bytes or entries; 0 leaves whole.
+// Every level is at least as tight as the one before it in every field, so that an event
+// decoded from an encoding encodes to the same bytes again.
 type cuts struct {
 	cmd       int // the process's cmd, args, prev_args, envs, and argv in total
-	argc      int // arguments kept in argv
+	argc      int // entries of argv, a closing marker included
 	ancestor  int // each ancestor's cmd and args
-	str       int // other strings the observed system names: note, comm, cgroup, peer names
-	path      int // paths: exe, prev_exe, loader, file, dir, basename, tree, ancestors' exe
+	str       int // other strings the observed system names: comm, cgroup, peer names
+	bgPath    int // paths in background (repeated by its base alias): ancestors' exe, the tree
+	path      int // the other paths: prev_exe, loader, file.dir, file.basename, the note
+	subject   int // the paths reactions act on first: process.exe and file.file
 	treeDirs  int // directories nested below "/" in background.files before it is flattened
 	ancestors int // nearest ancestors kept, the triggering process included
 	names     int // names kept per peer
 	width     int // entries of lists only a decoded event makes long (tree, pairs, ports, ...)
 }
 
-// levels returns the encoding levels, mildest first.
-func levels() [4]cuts {
-	return [4]cuts{
+// levels returns the encoding levels, mildest first. Paths are cut last, and the paths
+// reactions act on last of all: the background's copies, then the other paths, then the
+// executable and the file.
+func levels() [6]cuts {
+	l3 := cuts{cmd: 256, argc: 16, ancestor: 64, str: 128, bgPath: 256, treeDirs: 1, ancestors: 8, names: 2, width: 1}
+	l4 := l3
+	l4.path = 512
+	l5 := l4
+	l5.subject = 1024
+	return [6]cuts{
 		{cmd: MaxCmdBytes, ancestor: MaxAncestorCmdBytes, treeDirs: MaxTreeDirs},
 		{cmd: 1024, argc: 256, ancestor: 128, str: 1024, treeDirs: 1, names: 4},
 		{cmd: 256, argc: 32, ancestor: 64, str: 256, treeDirs: 1, ancestors: 16, names: 4, width: 16},
-		{cmd: 256, argc: 16, ancestor: 64, str: 128, path: 512, treeDirs: 1, ancestors: 8, names: 2, width: 1},
+		l3, l4, l5,
 	}
 }
 
@@ -112,32 +124,37 @@ func bound(s string, n int) string {
 	return s[:k] + cutMarker(len(s)-k)
 }
 
-// boundArgv keeps argv's leading arguments while there are at most argc of them (0: any
-// number) and they encode in n bytes, each counted with its quotes and comma. The first one
-// that does not fit is cut (or, past argc, left out) and ends with the marker for everything
-// dropped; the rest are left out.
+// boundArgv returns argv when it encodes in n bytes (each argument counted with its quotes
+// and comma) and has at most argc entries (0: any number). Otherwise it keeps the leading
+// arguments that fit with room left for the marker; the next one is cut (possibly to
+// nothing) and ends with the marker for everything dropped, and the rest are left out.
 func boundArgv(argv []string, n, argc int) []string {
 	if n == 0 {
 		return argv
 	}
+	total, enc := 0, 0
+	for _, a := range argv {
+		total += len(a)
+		enc += encLen(a) + 3
+	}
+	if enc <= n && (argc == 0 || len(argv) <= argc) {
+		return argv
+	}
+	budget := n - 3 - len(cutMarker(total)) // what the arguments may use besides the marker
 	used := 0
 	for i, a := range argv {
-		cost := encLen(a) + 3
-		if used+cost <= n && (argc == 0 || i < argc) {
-			used += cost
+		if (argc == 0 || i < argc-1) && used+encLen(a)+3 <= budget {
+			used += encLen(a) + 3
 			continue
 		}
 		rest := 0
 		for _, b := range argv[i:] {
 			rest += len(b)
 		}
-		k := 0
-		if argc == 0 || i < argc {
-			k = prefix(a, n-used-3-len(cutMarker(rest)))
-		}
+		k := prefix(a, budget-used)
 		return append(argv[:i:i], a[:k]+cutMarker(rest-k)) // a copy: argv is the event's
 	}
-	return argv
+	return argv // not reached: the whole of argv fitted
 }
 
 // firstN returns the first n entries of s (all when n is 0).

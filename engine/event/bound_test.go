@@ -65,7 +65,11 @@ func TestBoundArgv(t *testing.T) {
 		{"no limit", []string{long, long}, 0, 0, []string{long, long}},
 		// "cmd" costs 6 with its quotes and comma; 30 bytes of the next fit with the marker.
 		{"cut inside", []string{"cmd", long, long}, 6 + 3 + 30 + len(cutMarker(100)), 0, []string{"cmd", strings.Repeat("x", 30) + cutMarker(70)}},
-		{"too many", []string{"a", "b", "c", "d"}, 100, 2, []string{"a", "b", cutMarker(2)}},
+		// At most argc entries, the marker's included.
+		{"too many", []string{"a", "b", "c", "d"}, 100, 2, []string{"a", "b" + cutMarker(2)}},
+		// No room left after the first argument: the marker still fits within n.
+		{"marker room", []string{strings.Repeat("a", 4090), strings.Repeat("b", 10)}, 4096, 0,
+			[]string{strings.Repeat("a", 4096-3-len(cutMarker(4100))) + cutMarker(4100-(4096-3-len(cutMarker(4100))))}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,6 +79,14 @@ func TestBoundArgv(t *testing.T) {
 			}
 			if !reflect.DeepEqual(in, tt.in) {
 				t.Fatalf("boundArgv wrote to its input: %q", tt.in)
+			}
+			got := boundArgv(tt.in, tt.n, tt.argc)
+			enc := 0
+			for _, a := range got {
+				enc += encLen(a) + 3
+			}
+			if tt.n > 0 && enc > tt.n || tt.argc > 0 && len(got) > tt.argc {
+				t.Fatalf("%d entries in %d bytes, over %d entries or %d bytes", len(got), enc, tt.argc, tt.n)
 			}
 		})
 	}
@@ -202,35 +214,83 @@ func TestWorstEventFitsTheBudget(t *testing.T) {
 	}
 }
 
-// TestPathsOutlastEverythingElse: an exec from a long path with ordinary ancestors makes an
-// event over the budget at the first level (the tree repeats the path per directory); the
-// cut falls on the tree and the command lines, not on the paths reactions act on.
+// TestPathsOutlastEverythingElse: events over the budget at the first level, made so by
+// long paths (repeated in the tree, the ancestry and the base alias), by escaped bytes, or by
+// a chain of long executables. The cut falls on everything else; the executable, the file
+// and the rename target stay whole, because reactions act on them.
 func TestPathsOutlastEverythingElse(t *testing.T) {
-	exe := "/tmp"
+	longDir := "/tmp"
 	for i := 0; i < 15; i++ {
-		exe += "/" + strings.Repeat("a", 250)
+		longDir += "/" + strings.Repeat("a", 250)
 	}
-	exe += "/.x/payload"
-	ev := Sample(TypeExecution)
-	ev.Process.Exe = exe
-	ev.Process.SetArgv([]string{exe, strings.Repeat("B", 32<<10)})
-	ev.Background.Files = outerTree(exe)
-	if b, _ := json.Marshal(ev.wire(levels()[0])); len(b) <= MaxEventBytes {
-		t.Fatalf("the first level fits (%d bytes): the test no longer needs a cut", len(b))
+	tests := []struct {
+		name string
+		ev   func() *Event
+	}{
+		{"exec from a long path", func() *Event {
+			exe := longDir + "/.x/payload"
+			ev := Sample(TypeExecution)
+			ev.Process.Exe = exe
+			ev.Process.SetArgv([]string{exe, strings.Repeat("B", 32<<10)})
+			ev.Background.Files = outerTree(exe)
+			return ev
+		}},
+		{"a chain of 16 long executables", func() *Event {
+			ev := Sample(TypeExecution)
+			ev.Background.Ancestry = nil
+			for i := 0; i < 16; i++ {
+				exe := "/tmp/" + strings.Repeat("a", 1800) + fmt.Sprintf("/sh%02d", i)
+				ev.Background.Ancestry = append(ev.Background.Ancestry, Ancestor{PID: int32(100 + i), Comm: "sh", Exe: exe, Cmd: exe, Args: ""})
+			}
+			ev.Process.PID = 115
+			ev.Process.Exe = ev.Background.Ancestry[15].Exe
+			ev.Background.Files = outerTree(ev.Process.Exe)
+			return ev
+		}},
+		{"an executable named with escaped bytes", func() *Event {
+			exe := "/tmp"
+			for len(exe) < 1200 {
+				exe += "/" + strings.Repeat("<", 60)
+			}
+			exe += "/payload"
+			ev := Sample(TypeExecution)
+			ev.Process.Exe = exe
+			ev.Background.Ancestry[len(ev.Background.Ancestry)-1].Exe = exe
+			ev.Background.Files = outerTree(exe)
+			return ev
+		}},
+		{"a rename to a long path", func() *Event {
+			ev := Sample(TypeFileAccess)
+			ev.File.File = longDir + "/x"
+			ev.Note = "rename to " + longDir + "/cron-evil"
+			ev.Background.Files = outerTree(ev.File.File)
+			return ev
+		}},
 	}
-	b, err := ev.JSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := Decode(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(b) > MaxEventBytes || got.Process.Exe != exe {
-		t.Fatalf("%d bytes, exe %d bytes (want %d, whole)", len(b), len(got.Process.Exe), len(exe))
-	}
-	if !strings.Contains(string(b), `"abs_path":"`+exe+`"`) {
-		t.Fatalf("the tree no longer names the executable")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := tt.ev()
+			if b, _ := json.Marshal(ev.wire(levels()[0])); len(b) <= MaxEventBytes {
+				t.Fatalf("the first level fits (%d bytes): the case no longer needs a cut", len(b))
+			}
+			b, err := ev.JSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > MaxEventBytes {
+				t.Fatalf("%d bytes", len(b))
+			}
+			if got.Process.Exe != ev.Process.Exe || got.Note != ev.Note {
+				t.Fatalf("exe %d bytes (want %d), note %d bytes (want %d): cut", len(got.Process.Exe), len(ev.Process.Exe), len(got.Note), len(ev.Note))
+			}
+			if ev.File != nil && got.File.File != ev.File.File {
+				t.Fatalf("file %d bytes, want %d: cut", len(got.File.File), len(ev.File.File))
+			}
+		})
 	}
 }
 

@@ -13,6 +13,7 @@ package event
 
 import (
 	"encoding/json"
+	"math"
 	"path"
 	"strings"
 	"time"
@@ -424,7 +425,7 @@ func (e *Event) wire(c cuts) wire {
 	md := e.Metadata
 	md.Description, md.Documentation = bound(md.Description, c.str), bound(md.Documentation, c.str)
 	return wire{
-		UUID: e.UUID, Timestamp: e.Timestamp, EventType: e.EventType, Note: bound(e.Note, c.str),
+		UUID: e.UUID, Timestamp: e.Timestamp, EventType: e.EventType, Note: bound(e.Note, c.path),
 		Metadata: md, Process: normProcess(e.Process, c), File: normFile(e.File, c),
 		Flow: normFlow(e.Flow, c), Background: &bg, Base: wireBase{Background: &bg},
 		Scenario: orEmpty(firstN(e.Scenario, c.width)),
@@ -481,7 +482,7 @@ func normProcess(p Process, c cuts) Process {
 	p.Cmd, p.Args = bound(p.Cmd, c.cmd), bound(p.Args, c.cmd)
 	p.PrevArgs, p.Envs = bound(p.PrevArgs, c.cmd), bound(p.Envs, c.cmd)
 	p.Comm, p.Cgroup, p.ContainerID = bound(p.Comm, c.str), bound(p.Cgroup, c.str), bound(p.ContainerID, c.str)
-	p.Exe, p.PrevExe, p.Loader = bound(p.Exe, c.path), bound(p.PrevExe, c.path), bound(p.Loader, c.path)
+	p.Exe, p.PrevExe, p.Loader = bound(p.Exe, c.subject), bound(p.PrevExe, c.path), bound(p.Loader, c.path)
 	return p
 }
 
@@ -491,7 +492,7 @@ func normFile(f *File, c cuts) *File {
 	}
 	d := *f
 	d.Actions = orEmpty(d.Actions)
-	d.File, d.Dir, d.Basename = bound(d.File, c.path), bound(d.Dir, c.path), bound(d.Basename, c.path)
+	d.File, d.Dir, d.Basename = bound(d.File, c.subject), bound(d.Dir, c.path), bound(d.Basename, c.path)
 	return &d
 }
 
@@ -515,11 +516,15 @@ func normBackground(b Background, c cuts) Background {
 	anc := make([]Ancestor, len(src))
 	for i, a := range src {
 		a.Cmd, a.Args = bound(a.Cmd, c.ancestor), bound(a.Args, c.ancestor)
-		a.Comm, a.Exe = bound(a.Comm, c.str), bound(a.Exe, c.path)
+		a.Comm, a.Exe = bound(a.Comm, c.str), bound(a.Exe, c.bgPath)
 		anc[i] = a
 	}
 	b.Ancestry = anc
-	b.Files.Root = normDir(b.Files.Root, c.treeDirs, c)
+	keep := c.treeDirs
+	if keep == 0 {
+		keep = math.MaxInt
+	}
+	b.Files.Root = normDir(b.Files.Root, keep, c)
 	protos := make([]ProtoFlows, 0, len(b.Flows.Protocols))
 	for _, p := range firstN(b.Flows.Protocols, c.width) {
 		pairs := make([]Pair, 0, len(p.Pairs))
@@ -537,23 +542,20 @@ func normBackground(b Background, c cuts) Background {
 	return b
 }
 
-// normDir copies the tree below d, cut to c. depth levels of directories below d are kept
-// (0: all); the directories deeper than that which hold files hang from the last level kept.
-func normDir(d FSDir, depth int, c cuts) FSDir {
-	d.AbsPath, d.BaseName = bound(d.AbsPath, c.path), bound(d.BaseName, c.path)
+// normDir copies the tree below d, cut to c, keeping keep levels of directories below d; the
+// directories deeper than that which hold files hang from the last level kept.
+func normDir(d FSDir, keep int, c cuts) FSDir {
+	d.AbsPath, d.BaseName = bound(d.AbsPath, c.bgPath), bound(d.BaseName, c.bgPath)
 	files := make([]FSFile, 0, len(d.Files))
 	for _, f := range firstN(d.Files, c.width) {
-		f.AbsPath, f.BaseName, f.Actions = bound(f.AbsPath, c.path), bound(f.BaseName, c.path), orEmpty(f.Actions)
+		f.AbsPath, f.BaseName, f.Actions = bound(f.AbsPath, c.bgPath), bound(f.BaseName, c.bgPath), orEmpty(f.Actions)
 		files = append(files, f)
 	}
 	var dirs []FSDir
 	for _, sub := range d.Dirs {
-		switch {
-		case depth == 0:
-			dirs = append(dirs, normDir(sub, 0, c))
-		case depth > 1:
-			dirs = append(dirs, normDir(sub, depth-1, c))
-		default:
+		if keep > 0 {
+			dirs = append(dirs, normDir(sub, keep-1, c))
+		} else {
 			dirs = appendHolders(dirs, sub, c)
 		}
 	}
