@@ -167,7 +167,7 @@ func (e *Enricher) Exec(ev bpf.ExecEvent) *event.Event {
 		f.SetPath(executed)
 		f.SetActions(string(recipes.ActExecve))
 		out.File = f
-		out.Background.Files = fileTree(executed, f.Actions)
+		out.Background.Files = event.FileTree(executed, f.Actions)
 	}
 	return out
 }
@@ -349,7 +349,7 @@ func (e *Enricher) File(ev bpf.FileEvent) *event.Event {
 	f.SetActions(ActionNames(ev)...)
 	out.File = f
 	if path.IsAbs(p) {
-		out.Background.Files = fileTree(p, f.Actions)
+		out.Background.Files = event.FileTree(p, f.Actions)
 	}
 	out.Note = fileNote(ev)
 	return out
@@ -419,30 +419,6 @@ func fileNote(ev bpf.FileEvent) string {
 		return ev.Op.String()
 	}
 	return ""
-}
-
-// fileTree is background.files holding one file. The directories are prefixes of p (no
-// copies), and a path deeper than event.MaxTreeDirs keeps its outer levels and hangs the file's
-// directory from the last of them, as the encoder would cut it: a hostile path of thousands of
-// directories costs no more than a short one.
-func fileTree(p string, actions []string) event.Files {
-	leaf := event.FSFile{AbsPath: p, BaseName: path.Base(p), Actions: slices.Clone(actions)}
-	dir := path.Dir(p)
-	cur := event.FSDir{AbsPath: dir, BaseName: path.Base(dir), Files: []event.FSFile{leaf}}
-	if dir == "/" {
-		return event.Files{Root: cur}
-	}
-	// The directories between "/" and dir, outermost first, at most MaxTreeDirs of them.
-	var outer []string
-	for i := 1; i < len(dir) && len(outer) < event.MaxTreeDirs; i++ {
-		if dir[i] == '/' {
-			outer = append(outer, dir[:i])
-		}
-	}
-	for i := len(outer) - 1; i >= 0; i-- {
-		cur = event.FSDir{AbsPath: outer[i], BaseName: path.Base(outer[i]), Dirs: []event.FSDir{cur}}
-	}
-	return event.Files{Root: event.FSDir{AbsPath: "/", BaseName: "/", Dirs: []event.FSDir{cur}}}
 }
 
 // Flow builds a network_peer event, nil for what is not a flow between two peers (a listen,

@@ -1,6 +1,8 @@
 package event
 
 import (
+	"path"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -173,4 +175,28 @@ func boundNames(names []string, c cuts) []string {
 		out[i] = bound(s, c.str)
 	}
 	return out
+}
+
+// FileTree is background.files holding the one file at p. The directories are prefixes of p
+// (no copies), and a path deeper than MaxTreeDirs keeps its outer levels and hangs the file's
+// directory from the last of them, as encoding keeps them: a hostile path of thousands of
+// directories costs no more than a short one.
+func FileTree(p string, actions []string) Files {
+	leaf := FSFile{AbsPath: p, BaseName: path.Base(p), Actions: slices.Clone(actions)}
+	dir := path.Dir(p)
+	cur := FSDir{AbsPath: dir, BaseName: path.Base(dir), Files: []FSFile{leaf}}
+	if dir == "/" {
+		return Files{Root: cur}
+	}
+	// The directories between "/" and dir, outermost first, at most MaxTreeDirs of them.
+	var outer []string
+	for i := 1; i < len(dir) && len(outer) < MaxTreeDirs; i++ {
+		if dir[i] == '/' {
+			outer = append(outer, dir[:i])
+		}
+	}
+	for i := len(outer) - 1; i >= 0; i-- {
+		cur = FSDir{AbsPath: outer[i], BaseName: path.Base(outer[i]), Dirs: []FSDir{cur}}
+	}
+	return Files{Root: FSDir{AbsPath: "/", BaseName: "/", Dirs: []FSDir{cur}}}
 }

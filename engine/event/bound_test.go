@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -32,7 +33,8 @@ func TestBound(t *testing.T) {
 			if got != tt.want {
 				t.Fatalf("bound(%d bytes, %d) = %q, want %q", len(tt.in), tt.n, got, tt.want)
 			}
-			if b, _ := json.Marshal(got); tt.n >= len(cutMarker(len(tt.in))) && len(b)-2 > max(tt.n, len(tt.in)) {
+			// Within n as encoded, whenever n leaves room for the marker (0: no limit).
+			if b, _ := json.Marshal(got); tt.n >= len(cutMarker(len(tt.in))) && len(b)-2 > tt.n {
 				t.Fatalf("%q encodes in %d bytes, over %d", got, len(b)-2, tt.n)
 			}
 		})
@@ -138,23 +140,6 @@ func TestPaddedAncestryIsBounded(t *testing.T) {
 	}
 }
 
-// outerTree is background.files as the enricher builds it for p: the outer MaxTreeDirs
-// directories, each with its full path, then the file's directory holding the file.
-func outerTree(p string) Files {
-	dir := p[:strings.LastIndexByte(p, '/')]
-	cur := FSDir{AbsPath: dir, BaseName: "d", Files: []FSFile{{AbsPath: p, BaseName: "f", Actions: []string{"open"}}}}
-	var outer []string
-	for i := 1; i < len(dir) && len(outer) < MaxTreeDirs; i++ {
-		if dir[i] == '/' {
-			outer = append(outer, dir[:i])
-		}
-	}
-	for i := len(outer) - 1; i >= 0; i-- {
-		cur = FSDir{AbsPath: outer[i], BaseName: "d", Dirs: []FSDir{cur}}
-	}
-	return Files{Root: FSDir{AbsPath: "/", BaseName: "/", Dirs: []FSDir{cur}}}
-}
-
 // worstEvent fills every field the observed system controls to its limit with fill: 64
 // ancestors with 32 KiB command lines and 4 KiB executables, 4096 arguments, 4 KiB paths of
 // 250-byte components, a 4 KiB cgroup, a rename note, 16 long names per peer.
@@ -177,7 +162,7 @@ func worstEvent(fill string) *Event {
 	for i := 0; i < 64; i++ {
 		ev.Background.Ancestry = append(ev.Background.Ancestry, Ancestor{PID: int32(100 + i), Comm: rep(15), Exe: long, Cmd: cmd, Args: cmd})
 	}
-	ev.Background.Files = outerTree(ev.File.File)
+	ev.Background.Files = FileTree(ev.File.File, []string{"open"})
 	names := make([]string, 16)
 	for i := range names {
 		names[i] = rep(253)
@@ -232,7 +217,7 @@ func TestPathsOutlastEverythingElse(t *testing.T) {
 			ev := Sample(TypeExecution)
 			ev.Process.Exe = exe
 			ev.Process.SetArgv([]string{exe, strings.Repeat("B", 32<<10)})
-			ev.Background.Files = outerTree(exe)
+			ev.Background.Files = FileTree(exe, []string{"execve"})
 			return ev
 		}},
 		{"a chain of 16 long executables", func() *Event {
@@ -244,7 +229,7 @@ func TestPathsOutlastEverythingElse(t *testing.T) {
 			}
 			ev.Process.PID = 115
 			ev.Process.Exe = ev.Background.Ancestry[15].Exe
-			ev.Background.Files = outerTree(ev.Process.Exe)
+			ev.Background.Files = FileTree(ev.Process.Exe, []string{"execve"})
 			return ev
 		}},
 		{"an executable named with escaped bytes", func() *Event {
@@ -256,14 +241,14 @@ func TestPathsOutlastEverythingElse(t *testing.T) {
 			ev := Sample(TypeExecution)
 			ev.Process.Exe = exe
 			ev.Background.Ancestry[len(ev.Background.Ancestry)-1].Exe = exe
-			ev.Background.Files = outerTree(exe)
+			ev.Background.Files = FileTree(exe, []string{"execve"})
 			return ev
 		}},
 		{"a rename to a long path", func() *Event {
 			ev := Sample(TypeFileAccess)
 			ev.File.File = longDir + "/x"
 			ev.Note = "rename to " + longDir + "/cron-evil"
-			ev.Background.Files = outerTree(ev.File.File)
+			ev.Background.Files = FileTree(ev.File.File, []string{"open"})
 			return ev
 		}},
 	}
@@ -307,5 +292,56 @@ func TestOrdinaryEventIsNotCut(t *testing.T) {
 		if string(b) != string(want) {
 			t.Errorf("%s sample is not encoded at the first level", kind)
 		}
+	}
+}
+
+func TestFileTree(t *testing.T) {
+	chain := func(f Files) []string {
+		var out []string
+		for d := f.Root; ; d = d.Dirs[0] {
+			out = append(out, d.AbsPath)
+			if len(d.Dirs) == 0 {
+				if len(d.Files) != 1 {
+					t.Fatalf("innermost directory %s holds %d files", d.AbsPath, len(d.Files))
+				}
+				return append(out, d.Files[0].AbsPath)
+			}
+		}
+	}
+	deep := strings.Repeat("/d", 2000)
+	outer := []string{"/"}
+	for i := 1; i <= MaxTreeDirs; i++ {
+		outer = append(outer, strings.Repeat("/d", i))
+	}
+	tests := []struct {
+		name, path string
+		want       []string
+	}{
+		{"in root", "/f", []string{"/", "/f"}},
+		{"nested", "/etc/ssh/sshd_config", []string{"/", "/etc", "/etc/ssh", "/etc/ssh/sshd_config"}},
+		{"relative", "dir/sub/f", []string{"/", "dir", "dir/sub", "dir/sub/f"}},
+		// 2000 directories: the outer ones up to the limit, then the file's own directory.
+		{"deep", deep + "/f", append(outer, deep, deep+"/f")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := chain(FileTree(tt.path, []string{"open"})); !slices.Equal(got, tt.want) {
+				t.Fatalf("FileTree(%s) = %d levels %.200q, want %d levels", tt.name, len(got), got, len(tt.want))
+			}
+			// The encoder keeps the tree as built: it cuts depth exactly where fileTree does.
+			ev := Sample(TypeFileAccess)
+			ev.Background.Files = FileTree(tt.path, []string{"open"})
+			b, err := ev.JSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := chain(back.Background.Files); !slices.Equal(got, tt.want) {
+				t.Fatalf("encoded tree of %s has %d levels, want %d", tt.name, len(got), len(tt.want))
+			}
+		})
 	}
 }
