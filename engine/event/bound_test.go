@@ -106,16 +106,9 @@ func TestPaddedAncestryIsBounded(t *testing.T) {
 	for i := 0; i < 64; i++ {
 		ev.Background.Ancestry = append(ev.Background.Ancestry, Ancestor{PID: int32(100 + i), Comm: "sh", Cmd: "sh -c " + pad, Args: "-c " + pad})
 	}
-	b, err := ev.JSON()
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, got := roundTrip(t, ev)
 	if len(b) > MaxEventBytes {
 		t.Fatalf("event is %d bytes, want at most %d", len(b), MaxEventBytes)
-	}
-	got, err := Decode(b)
-	if err != nil {
-		t.Fatalf("bounded event does not decode: %v", err)
 	}
 	for name, s := range map[string]string{"cmd": got.Process.Cmd, "args": got.Process.Args, "prev_args": got.Process.PrevArgs,
 		"ancestor cmd": got.Background.Ancestry[0].Cmd, "ancestor args": got.Background.Ancestry[63].Args} {
@@ -177,17 +170,10 @@ func worstEvent(fill string) *Event {
 func TestWorstEventFitsTheBudget(t *testing.T) {
 	for _, fill := range []string{"A", "é", "<", "\x01", "\xff", "\""} {
 		t.Run(fmt.Sprintf("%q", fill), func(t *testing.T) {
-			b, err := worstEvent(fill).JSON()
-			if err != nil {
-				t.Fatal(err)
-			}
+			b, got := roundTrip(t, worstEvent(fill))
 			t.Logf("%d bytes", len(b))
 			if len(b) > MaxEventBytes {
 				t.Fatalf("worst event is %d bytes, want at most %d", len(b), MaxEventBytes)
-			}
-			got, err := Decode(b)
-			if err != nil {
-				t.Fatalf("bounded event does not decode: %v", err)
 			}
 			if anc := got.Background.Ancestry; len(anc) == 0 || anc[len(anc)-1].PID != 163 {
 				t.Fatalf("ancestry lost the triggering process: %d entries", len(anc))
@@ -258,14 +244,7 @@ func TestPathsOutlastEverythingElse(t *testing.T) {
 			if b, _ := json.Marshal(ev.wire(levels()[0])); len(b) <= MaxEventBytes {
 				t.Fatalf("the first level fits (%d bytes): the case no longer needs a cut", len(b))
 			}
-			b, err := ev.JSON()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := Decode(b)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b, got := roundTrip(t, ev)
 			if len(b) > MaxEventBytes {
 				t.Fatalf("%d bytes", len(b))
 			}
@@ -328,20 +307,27 @@ func TestFileTree(t *testing.T) {
 			if got := chain(FileTree(tt.path, []string{"open"})); !slices.Equal(got, tt.want) {
 				t.Fatalf("FileTree(%s) = %d levels %.200q, want %d levels", tt.name, len(got), got, len(tt.want))
 			}
-			// The encoder keeps the tree as built: it cuts depth exactly where fileTree does.
+			// Encoding keeps the tree as built: it cuts depth exactly where FileTree does.
 			ev := Sample(TypeFileAccess)
 			ev.Background.Files = FileTree(tt.path, []string{"open"})
-			b, err := ev.JSON()
-			if err != nil {
-				t.Fatal(err)
-			}
-			back, err := Decode(b)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, back := roundTrip(t, ev)
 			if got := chain(back.Background.Files); !slices.Equal(got, tt.want) {
 				t.Fatalf("encoded tree of %s has %d levels, want %d", tt.name, len(got), len(tt.want))
 			}
 		})
 	}
+}
+
+// roundTrip encodes ev and decodes the encoding, failing the test on any error.
+func roundTrip(t *testing.T, ev *Event) ([]byte, *Event) {
+	t.Helper()
+	b, err := ev.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatalf("encoding does not decode: %v", err)
+	}
+	return b, got
 }
